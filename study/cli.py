@@ -1,0 +1,136 @@
+"""`study` command line: the only module that knows about argv.
+
+    study train [--config FILE] [key=value ...]     fine-tune + evaluate one model
+    study config [--config FILE] [key=value ...]    print the resolved config (validation only)
+    study backbones                                 list registered backbones
+    study tasks                                     list evaluation tasks
+
+Bad input exits with code 2 and a message naming the key, the value and the
+valid options, before any model is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from study.config import ConfigError
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.INFO if not verbose else logging.DEBUG,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of config keys (merged over the defaults)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. model.attention=causal model.pooling=last_token seed=1")
+
+
+def print_scores(table, metric: str = "ndcg_at_1") -> None:
+    agg = table[(table.query_id.isna()) & (table.depth_bucket.isna()) & (table.metric == metric)]
+    if agg.empty:
+        return
+    pivot = agg.assign(length=agg.length.astype("string").fillna("avg")).pivot_table(
+        index="task", columns="length", values="value", aggfunc="first")
+    cols = [c for c in pivot.columns if c != "avg"]
+    pivot = pivot[sorted(cols, key=int) + (["avg"] if "avg" in pivot.columns else [])]
+    print(f"\n{metric} by task and document length (tokens):")
+    print(pivot.round(3).to_string())
+
+
+def cmd_train(args) -> int:
+    from study.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    from study.train import train_and_evaluate
+
+    result = train_and_evaluate(cfg)
+    if result is None:
+        return 0
+    print_scores(result.table)
+    print(f"\nrun folder: {result.run_dir}")
+    print(f"  results:  {result.run_dir / 'results.parquet'}")
+    print(f"  config:   {result.run_dir / 'config.yaml'}")
+    print(f"  W&B:      {result.run_dir / 'wandb.json'} (offline runs upload with `wandb sync <dir>`)")
+    return 0
+
+
+def cmd_config(args) -> int:
+    from omegaconf import OmegaConf
+
+    from study.config import load_config
+
+    print(OmegaConf.to_yaml(load_config(args.config, args.overrides)), end="")
+    return 0
+
+
+def cmd_backbones(args) -> int:
+    from study.backbones.registry import REGISTRY
+
+    width = max(map(len, REGISTRY))
+    for name, spec in REGISTRY.items():
+        print(f"{name:<{width}}  {spec.source:<40}  {spec.description}")
+    print("\nAlso accepted: any Hugging Face hub id (org/name) or a local save_pretrained folder.")
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    from study.tasks import task_names
+
+    for name in task_names():
+        print(name)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "config": cmd_config, "backbones": cmd_backbones, "tasks": cmd_tasks}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="study", description="Embedding ablation study: attention x pooling x backbone.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_config_args(sub.add_parser("train", help="fine-tune and evaluate one embedding model"))
+    _add_config_args(sub.add_parser("config", help="validate and print the resolved config"))
+    sub.add_parser("backbones", help="list registered backbones")
+    sub.add_parser("tasks", help="list evaluation tasks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    _setup_logging(args.verbose)
+    from study.backbones.attention import AttentionMismatch, UnsupportedBackbone
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, UnsupportedBackbone, AttentionMismatch) as e:
+        print(f"study: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""Typed run configuration: a dataclass schema, merged with OmegaConf.
+
+Precedence: schema defaults <- YAML file (``--config``) <- ``key=value`` overrides.
+Everything is validated here, before any model is built, so a typo costs a
+second and a clear message instead of a crashed run. The same dotted names
+(``model.attention``, ``model.pooling``, ...) are used by the CLI, the saved
+``config.yaml``, the W&B config and the results table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+ATTENTIONS = ("bidirectional", "causal")
+POOLINGS = ("mean", "last_token", "first_token", "weighted_mean", "latent_attention")
+PADDING_SIDES = ("auto", "left", "right")
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
+STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flex_attention")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+SCHEDULERS = ("linear", "cosine", "constant")
+WANDB_MODES = ("offline", "online", "disabled")
+METRICS = ("ndcg_at_1", "ndcg_at_10", "mrr_at_10", "recall_at_1", "recall_at_10")
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message names the key, the value and the valid options."""
+
+
+def choice(default: str, choices: tuple[str, ...]) -> Any:
+    return field(default=default, metadata={"choices": choices})
+
+
+@dataclass
+class LoRAConfig:
+    r: int = 0  # 0 = full fine-tuning; the paper uses r=16 for 7B backbones
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: List[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class LatentAttentionConfig:
+    num_latents: int = 512
+    num_heads: int = 8
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "tiny-qwen2"
+    attention: str = choice("bidirectional", ATTENTIONS)
+    pooling: str = choice("mean", POOLINGS)
+    # Leave the instruction prefix out of the pooled tokens (LLM2Vec/DiffEmbed option).
+    exclude_instruction: bool = False
+    # Use each task's query instruction ("Given a question, retrieve ...: ").
+    use_instructions: bool = True
+    # Decoders get an EOS token appended (what last-token pooling reads, as in e5-mistral).
+    append_eos: bool = True
+    padding_side: str = choice("auto", PADDING_SIDES)
+    max_length: int = 512
+    dtype: str = choice("auto", DTYPES)
+    attn_implementation: str = choice("sdpa", ATTN_IMPLEMENTATIONS)
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    latent_attention: LatentAttentionConfig = field(default_factory=LatentAttentionConfig)
+
+
+@dataclass
+class DataConfig:
+    # "gcide-pairs" (built offline from the GCIDE dictionary), a saved `datasets`
+    # folder, a .jsonl/.json/.parquet file, or a hub dataset id (needs network).
+    train: str = "gcide-pairs"
+    num_pairs: int = 4000
+    num_val_pairs: int = 256
+    hard_negatives: int = 1
+    # Lengths of the built-in training documents, in words.
+    doc_min_words: int = 60
+    doc_max_words: int = 320
+
+
+@dataclass
+class LossConfig:
+    temperature: float = 0.02
+    # Gather in-batch negatives from every process (with gradients) under DDP.
+    gather_across_processes: bool = True
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 10
+    scheduler: str = choice("linear", SCHEDULERS)
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 150
+    batch_size: int = 16
+    accumulate_grad_batches: int = 1
+    precision: str = choice("bf16-mixed", PRECISIONS)
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = choice("auto", STRATEGIES)
+    num_nodes: int = 1
+    val_check_interval: int = 50
+    log_every_n_steps: int = 10
+    num_workers: int = 0
+    gradient_clip_val: float = 1.0
+
+
+@dataclass
+class EvalConfig:
+    tasks: List[str] = field(default_factory=lambda: ["passkey", "needle"])
+    lengths: List[int] = field(default_factory=lambda: [256, 512, 1024, 2048, 4096])
+    num_queries: int = 50
+    num_docs: int = 100
+    # Evaluation data has its own seed, so every run sees the same queries and
+    # documents and comparisons between runs are paired.
+    seed: int = 1234
+    depth_buckets: int = 5
+    batch_tokens: int = 32768
+    precision: str = choice("bf16-mixed", PRECISIONS)
+    # Truncate documents to this many tokens (None: the longest evaluated length + 10%).
+    max_length: Optional[int] = None
+
+
+@dataclass
+class WandbConfig:
+    mode: str = choice("offline", WANDB_MODES)  # WANDB_MODE in the environment wins
+    project: str = "study"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    job_type: str = "train"
+
+
+@dataclass
+class Config:
+    run_name: Optional[str] = None  # default: <backbone>-<attention>-<pooling>-s<seed>-<time>
+    output_dir: str = "runs"
+    seed: int = 0
+    save_model: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+# ---------------------------------------------------------------- schema walking
+
+
+def _schema_fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def schema_node(key: str, schema: type = Config) -> dataclasses.Field:
+    """The schema field for a dotted key; ConfigError (with suggestions) if unknown."""
+    cls, parts = schema, key.split(".")
+    for i, part in enumerate(parts):
+        known = _schema_fields(cls)
+        if part not in known:
+            prefix = ".".join(parts[:i])
+            valid = sorted(f"{prefix}.{k}" if prefix else k for k in known)
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{key}'.{hint} Valid keys here: {', '.join(valid)}")
+        f = known[part]
+        if i < len(parts) - 1:
+            if not dataclasses.is_dataclass(f.default_factory() if callable(f.default_factory) else None):
+                raise ConfigError(f"config key '{'.'.join(parts[: i + 1])}' has no sub-keys (got '{key}')")
+            cls = type(f.default_factory())
+    return f
+
+
+def all_keys(schema: type = Config, prefix: str = "") -> list[str]:
+    """Every leaf key of the schema, dotted."""
+    keys = []
+    for f in dataclasses.fields(schema):
+        name = f"{prefix}{f.name}"
+        default = f.default_factory() if callable(f.default_factory) else None
+        if dataclasses.is_dataclass(default):
+            keys += all_keys(type(default), name + ".")
+        else:
+            keys.append(name)
+    return keys
+
+
+def _flat_keys(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, DictConfig):
+        out = []
+        for k in node.keys():
+            child = node._get_node(k)
+            key = f"{prefix}{k}"
+            if isinstance(child, DictConfig):
+                out += _flat_keys(child, key + ".") or [key]
+            else:
+                out.append(key)
+        return out
+    return []
+
+
+def _check_keys(layer: DictConfig, where: str) -> None:
+    for key in _flat_keys(layer):
+        try:
+            schema_node(key)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+
+
+# ---------------------------------------------------------------- loading
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:
+    bad = [o for o in overrides if "=" not in o or o.startswith("=")]
+    if bad:
+        raise ConfigError(f"override '{bad[0]}' is not of the form key=value (e.g. model.attention=causal)")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"could not parse overrides {list(overrides)}: {e}") from None
+
+
+def load_config(
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    validate_backbone: bool = True,
+) -> DictConfig:
+    """Build the validated config. Raises ConfigError before anything heavy happens."""
+    layers = [OmegaConf.structured(Config)]
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"--config '{config_file}' does not exist")
+        layer = OmegaConf.load(path)
+        if not isinstance(layer, DictConfig):
+            raise ConfigError(f"--config '{config_file}' must hold a mapping of config keys")
+        _check_keys(layer, f"in {config_file}")
+        layers.append(layer)
+    if overrides:
+        layer = parse_overrides(overrides)
+        _check_keys(layer, "override")
+        layers.append(layer)
+    try:
+        cfg = OmegaConf.merge(*layers)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_type_error_message(e)) from None
+    validate(cfg, validate_backbone=validate_backbone)
+    return cfg
+
+
+def _type_error_message(e: OmegaConfBaseException) -> str:
+    key = getattr(e, "full_key", None) or "?"
+    value = getattr(e, "value", None)
+    try:
+        f = schema_node(key)
+        expected = getattr(f.type, "__name__", None) or str(f.type)
+    except ConfigError:
+        expected = "see the schema in study/config.py"
+    return f"{key}={value!r} has the wrong type: expected {expected}"
+
+
+def _check_choices(cfg: DictConfig, schema: type = Config, prefix: str = "") -> None:
+    for f in dataclasses.fields(schema):
+        key = f"{prefix}{f.name}"
+        default = f.default_factory() if callable(f.default_factory) else None
+        if dataclasses.is_dataclass(default):
+            _check_choices(cfg, type(default), key + ".")
+        elif "choices" in f.metadata:
+            value = OmegaConf.select(cfg, key)
+            if value not in f.metadata["choices"]:
+                raise ConfigError(
+                    f"{key}={value!r} is not valid; choose one of: {', '.join(f.metadata['choices'])}"
+                )
+
+
+def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None or value < 0 or (value == 0 and not allow_zero):
+        need = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key}={value!r} must be {need}")
+
+
+def validate(cfg: DictConfig, validate_backbone: bool = True) -> None:
+    _check_choices(cfg)
+    for key in ("loss.temperature", "optim.lr", "trainer.max_steps", "trainer.batch_size", "model.max_length",
+                "eval.num_queries", "eval.num_docs", "eval.batch_tokens", "eval.depth_buckets",
+                "trainer.accumulate_grad_batches", "trainer.num_nodes", "data.num_pairs"):
+        _positive(cfg, key)
+    for key in ("model.lora.r", "optim.warmup_steps", "data.hard_negatives", "optim.weight_decay",
+                "data.num_val_pairs", "trainer.num_workers"):
+        _positive(cfg, key, allow_zero=True)
+    if not 0 <= cfg.model.lora.dropout < 1:
+        raise ConfigError(f"model.lora.dropout={cfg.model.lora.dropout!r} must be in [0, 1)")
+    if cfg.data.doc_min_words > cfg.data.doc_max_words or cfg.data.doc_min_words < 8:
+        raise ConfigError(
+            f"data.doc_min_words={cfg.data.doc_min_words} must be >= 8 and <= data.doc_max_words={cfg.data.doc_max_words}"
+        )
+    if cfg.eval.num_queries > cfg.eval.num_docs:
+        raise ConfigError(f"eval.num_queries={cfg.eval.num_queries} must be <= eval.num_docs={cfg.eval.num_docs}")
+    bad_lengths = [n for n in cfg.eval.lengths if n < 64]
+    if bad_lengths:
+        raise ConfigError(f"eval.lengths={list(cfg.eval.lengths)}: every length must be >= 64 tokens (got {bad_lengths[0]})")
+    if cfg.eval.max_length is not None and cfg.eval.max_length < 16:
+        raise ConfigError(f"eval.max_length={cfg.eval.max_length} must be >= 16 or null")
+    if cfg.run_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", cfg.run_name):
+        raise ConfigError(
+            f"run_name={cfg.run_name!r} may hold only letters, digits and . _ + - (it names a folder)"
+        )
+    if cfg.model.pooling == "latent_attention" and cfg.model.latent_attention.num_latents < 1:
+        raise ConfigError("model.latent_attention.num_latents must be >= 1")
+    # Late imports keep `study --help` fast and avoid import cycles.
+    from study.tasks import check_task_names
+
+    check_task_names(list(cfg.eval.tasks))
+    if validate_backbone:
+        from study.backbones.registry import check_backbone_name
+
+        check_backbone_name(cfg.model.backbone)
+
+
+def to_container(cfg: DictConfig | ListConfig) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def flatten(cfg: DictConfig) -> dict[str, Any]:
+    """{'model.attention': 'causal', ...}: the names used in W&B and the results table."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(to_container(cfg), "")
+    return out
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, path, resolve=True)

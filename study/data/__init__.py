@@ -1,0 +1,1 @@
+"""Offline text: where it comes from (sources), training pairs built from it (pairs)."""

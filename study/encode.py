@@ -1,0 +1,65 @@
+"""Encode texts to unit-norm embeddings: no gradients, length-sorted token-budget batches, bf16 autocast.
+
+Sorting by length and filling each batch up to `batch_tokens` (rows x padded
+length) keeps padding small and memory flat across mixed-length corpora; the
+longest batch comes first so an out-of-memory shows up at once.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from study.inputs import InputBuilder
+
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def length_batches(lengths: list[int], batch_tokens: int) -> list[np.ndarray]:
+    """Indices grouped longest-first so that rows x longest row <= batch_tokens (at least one row)."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        width = lengths[order[start]]
+        rows = max(1, batch_tokens // max(width, 1))
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = AUTOCAST.get(precision)
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.inference_mode()
+def encode(
+    embed: Callable[[dict], torch.Tensor],
+    builder: InputBuilder,
+    texts: list[str],
+    instruction: str = "",
+    batch_tokens: int = 32768,
+    precision: str = "bf16-mixed",
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    device = torch.device(device)
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    token_ids = builder.tokenize(texts)
+    lengths = [len(builder.sequence(ids, instruction)[0]) for ids in token_ids]
+    out: list[torch.Tensor | None] = [None] * len(texts)
+    for idx in length_batches(lengths, batch_tokens):
+        batch = builder.collate([token_ids[i] for i in idx], instruction)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device, precision):
+            emb = embed(batch)
+        emb = F.normalize(emb.float(), dim=-1).cpu()
+        for row, i in enumerate(idx):
+            out[i] = emb[row]
+    return torch.stack(out).numpy()

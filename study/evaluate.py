@@ -1,0 +1,101 @@
+"""Retrieval evaluation: encode, rank by cosine, score with ir_measures (pytrec_eval backend).
+
+Returns long-format rows for the results table: one per (query, metric), plus
+aggregate means per (length, depth bucket), per length, and per task.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import ir_measures
+import numpy as np
+import pandas as pd
+from ir_measures import RR, R, nDCG
+
+from study.encode import encode
+from study.tasks.base import RetrievalTask
+
+log = logging.getLogger(__name__)
+
+MEASURES = {"ndcg_at_1": nDCG @ 1, "ndcg_at_10": nDCG @ 10, "mrr_at_10": RR @ 10, "recall_at_1": R @ 1,
+            "recall_at_10": R @ 10}
+_NAMES = {str(m): name for name, m in MEASURES.items()}
+
+
+def bucket_label(depth: float | None, buckets: int) -> str | None:
+    if depth is None or np.isnan(depth):
+        return None
+    b = min(int(depth * buckets), buckets - 1)
+    return f"{b / buckets:.1f}-{(b + 1) / buckets:.1f}"
+
+
+def score_split(q_emb: np.ndarray, d_emb: np.ndarray, qids: list[str], dids: list[str], qrels) -> list[tuple]:
+    scores = q_emb @ d_emb.T
+    run = {q: {d: float(s) for d, s in zip(dids, row)} for q, row in zip(qids, scores)}
+    per_query = {(q, name): 0.0 for q in qids for name in MEASURES}
+    for m in ir_measures.iter_calc(list(MEASURES.values()), qrels, run):
+        per_query[(m.query_id, _NAMES[str(m.measure)])] = float(m.value)
+    return [(q, name, v) for (q, name), v in per_query.items()]
+
+
+def evaluate_task(embed, builder, task: RetrievalTask, batch_tokens: int, precision: str, device,
+                  depth_buckets: int = 5, use_instructions: bool = True) -> list[dict]:
+    rows = []
+    instruction = task.query_instruction if use_instructions else ""
+    for split in task.splits:
+        t0 = time.perf_counter()
+        qids, dids = list(split.queries), list(split.corpus)
+        q_emb = encode(embed, builder, [split.queries[q] for q in qids], instruction, batch_tokens, precision, device)
+        d_emb = encode(embed, builder, [split.corpus[d] for d in dids], task.doc_instruction, batch_tokens,
+                       precision, device)
+        for qid, metric, value in score_split(q_emb, d_emb, qids, dids, split.qrels):
+            depth = split.depth.get(qid)
+            rows.append(dict(task=task.name, length=split.length, depth=depth,
+                             depth_bucket=bucket_label(depth, depth_buckets), query_id=qid, metric=metric,
+                             value=value))
+        log.info("%s length=%s: %d queries x %d docs in %.1fs", task.name, split.length, len(qids), len(dids),
+                 time.perf_counter() - t0)
+    return rows + aggregate(rows)
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    df = pd.DataFrame(rows)
+    out = []
+    if df.empty:
+        return out
+    per_query = df[df.query_id.notna()]
+    has_depth = per_query.depth_bucket.notna().any()
+    groupings = [["task", "length", "metric"]]
+    if has_depth:
+        groupings.insert(0, ["task", "length", "depth_bucket", "metric"])
+    for keys in groupings:
+        for vals, g in per_query.groupby(keys, dropna=False):
+            out.append({**dict(zip(keys, vals)), "value": float(g.value.mean()), "query_id": None})
+    # Task score: mean over lengths (LongEmbed averages its per-length scores).
+    by_length = pd.DataFrame([r for r in out if "depth_bucket" not in r and not pd.isna(r["length"])])
+    for (task, metric), g in (by_length.groupby(["task", "metric"]) if len(by_length) else []):
+        out.append({"task": task, "length": None, "metric": metric, "value": float(g.value.mean()), "query_id": None})
+    for r in out:
+        r.setdefault("depth_bucket", None)
+        r.setdefault("depth", None)
+        if r["length"] is not None and pd.isna(r["length"]):
+            r["length"] = None
+    return out
+
+
+def summary(rows: list[dict], metric: str = "ndcg_at_1") -> dict[str, float]:
+    """Flat {'<task>/<metric>': value, '<task>/<length>/<metric>': value} of the aggregate rows."""
+    out = {}
+    for r in rows:
+        if r["query_id"] is not None or r["depth_bucket"] is not None:
+            continue
+        key = f"{r['task']}/{r['metric']}" if r["length"] is None else f"{r['task']}/{r['length']}/{r['metric']}"
+        out[key] = r["value"]
+    tasks = sorted({r["task"] for r in rows})
+    for m in MEASURES:
+        vals = [out[f"{t}/{m}"] for t in tasks if f"{t}/{m}" in out]
+        if vals:
+            out[f"average/{m}"] = float(np.mean(vals))
+    return out

@@ -1,0 +1,79 @@
+"""Weights & Biases: offline by default, one run per training run, finished at the run's end.
+
+WANDB_MODE and WANDB_DIR in the environment win over the config (wandb's own
+convention); otherwise files go under the run folder. Offline runs are uploaded
+later with `wandb sync <dir>/wandb/offline-run-*`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from study.config import to_container
+
+
+def wandb_mode(cfg: DictConfig) -> str:
+    return os.environ.get("WANDB_MODE") or cfg.wandb.mode
+
+
+def wandb_dir(run_dir: Path) -> Path:
+    path = Path(os.environ.get("WANDB_DIR") or run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def make_logger(cfg: DictConfig, run_dir: Path, run_id: str, name: str, extra_config: dict | None = None,
+                tags: list[str] | None = None):
+    """Lightning's WandbLogger with our naming; its experiment is created lazily by Lightning."""
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    config = to_container(cfg)
+    if extra_config:
+        config.update(extra_config)
+    return WandbLogger(
+        name=name,
+        id=run_id,
+        save_dir=str(wandb_dir(run_dir)),  # explicit: WandbLogger's default '.' would override WANDB_DIR
+        project=cfg.wandb.project,
+        entity=cfg.wandb.entity,
+        group=cfg.wandb.group,
+        tags=list(cfg.wandb.tags) + list(tags or []),
+        job_type=cfg.wandb.job_type,
+        mode=wandb_mode(cfg),
+        config=config,
+        settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
+    )
+
+
+def finish(logger, run_dir: Path, summary: dict | None = None, tables: dict | None = None,
+           exit_code: int = 0) -> None:
+    """Write final metrics, a pointer file next to the results, and close the run."""
+    import wandb
+
+    run = logger.experiment
+    if summary:
+        run.summary.update(summary)
+    for key, df in (tables or {}).items():
+        run.log({key: wandb.Table(dataframe=df)})
+    pointer = {
+        "run_id": run.id,
+        "name": run.name,
+        "project": run.project,
+        "group": run.group,
+        "mode": wandb_mode_of(run),
+        "dir": str(Path(run.dir).parent) if run.dir else None,
+    }
+    (run_dir / "wandb.json").write_text(json.dumps(pointer, indent=2))
+    run.finish(exit_code=exit_code)
+
+
+def wandb_mode_of(run) -> str:
+    try:
+        return "disabled" if run.disabled else ("offline" if run.offline else "online")
+    except AttributeError:
+        return "unknown"

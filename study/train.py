@@ -1,0 +1,253 @@
+"""One run: build the parts from config, fine-tune with Lightning, evaluate, write results and W&B.
+
+    config -> backbone + tokenizer -> embedder (pooling) -> ContrastiveModule + Trainer
+           -> evaluation tasks -> results.parquet + W&B run, all under runs/<run_name>/
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from study.config import ConfigError, save_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    run_name: str
+    run_id: str
+    summary: dict[str, float]
+    table: pd.DataFrame
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+
+def default_run_name(cfg: DictConfig) -> str:
+    backbone = Path(cfg.model.backbone).name if "/" in cfg.model.backbone else cfg.model.backbone
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{backbone}-{cfg.model.attention}-{cfg.model.pooling}-s{cfg.seed}-{stamp}"
+
+
+def prepare_run_dir(cfg: DictConfig, run_dir: Path | None = None) -> Path:
+    """Choose and create the run folder; never touch a finished run."""
+    if run_dir is None:
+        if cfg.run_name is None:
+            cfg.run_name = default_run_name(cfg)
+        run_dir = Path(cfg.output_dir) / cfg.run_name
+    if (run_dir / "results.parquet").exists():
+        raise ConfigError(
+            f"run_name={cfg.run_name!r}: {run_dir} already holds a finished run (results.parquet); "
+            "choose another run_name or remove that folder"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def optimizer_factory(ocfg, max_steps: int):
+    from transformers import get_scheduler
+
+    schedule = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[ocfg.scheduler]
+
+    def make(params):
+        optimizer = torch.optim.AdamW(params, lr=ocfg.lr, weight_decay=ocfg.weight_decay)
+        scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=ocfg.warmup_steps,
+                                  num_training_steps=max_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    return make
+
+
+class PairCollator:
+    """Rows of (query, instruction, positive, negatives) -> query batch + document batch."""
+
+    def __init__(self, builder, hard_negatives: int, use_instructions: bool):
+        self.builder = builder
+        self.k = hard_negatives
+        self.use_instructions = use_instructions
+
+    def __call__(self, rows: list[dict]) -> dict:
+        instructions = [(r.get("instruction") or "") if self.use_instructions else "" for r in rows]
+        docs = [r["positive"] for r in rows] + [n for r in rows for n in (r.get("negatives") or [])[: self.k]]
+        return {"query": self.builder([r["query"] for r in rows], instructions), "docs": self.builder(docs)}
+
+
+def dataloaders(cfg: DictConfig, builder):
+    from torch.utils.data import DataLoader
+
+    from study.data.pairs import load_pairs
+
+    pairs = load_pairs(cfg.data)
+    collate = PairCollator(builder, cfg.data.hard_negatives, cfg.model.use_instructions)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train = DataLoader(pairs["train"], batch_size=cfg.trainer.batch_size, shuffle=True, drop_last=True,
+                       collate_fn=collate, generator=generator, num_workers=cfg.trainer.num_workers)
+    val = None
+    if cfg.data.num_val_pairs > 0 and len(pairs["validation"]):
+        val_set = pairs["validation"].select(range(min(cfg.data.num_val_pairs, len(pairs["validation"]))))
+        val = DataLoader(val_set, batch_size=cfg.trainer.batch_size, shuffle=False, collate_fn=collate,
+                         num_workers=cfg.trainer.num_workers)
+    return train, val
+
+
+def eval_builder(cfg: DictConfig, backbone):
+    from study.inputs import InputBuilder
+
+    limit = cfg.eval.max_length or backbone.max_positions or 1 << 20
+    return InputBuilder(backbone.tokenizer, min(limit, backbone.max_positions or limit), backbone.padding_side,
+                        cfg.model.append_eos, cfg.model.exclude_instruction)
+
+
+def evaluate_embedder(cfg: DictConfig, embedder, backbone, device) -> list[dict]:
+    from study.evaluate import evaluate_task
+    from study.tasks import build_task
+
+    builder = eval_builder(cfg, backbone)
+    embedder.eval()
+    rows = []
+    for name in cfg.eval.tasks:
+        task = build_task(name, cfg.eval)
+        rows += evaluate_task(embedder, builder, task, cfg.eval.batch_tokens, cfg.eval.precision, device,
+                              cfg.eval.depth_buckets, cfg.model.use_instructions)
+    return rows
+
+
+def train_and_evaluate(
+    cfg: DictConfig,
+    run_dir: Path | None = None,
+    identity: dict | None = None,
+    extra_columns: dict | None = None,
+    callbacks: tuple = (),
+    wandb_tags: list[str] | None = None,
+) -> RunResult | None:
+    """The whole run. Returns None on non-zero ranks of a multi-process run."""
+    import time
+
+    import lightning.pytorch as pl
+
+    from study.backbones import load_backbone
+    from study.evaluate import summary as summarize
+    from study.inputs import InputBuilder
+    from study.losses import InfoNCE
+    from study.model import build_embedder
+    from study.module import ContrastiveModule
+    from study.results import TABLE, make_table, write_table
+    from study.tracking import finish, make_logger
+
+    run_dir = prepare_run_dir(cfg, run_dir)
+    run_name = cfg.run_name or run_dir.name
+    save_config(cfg, run_dir / "config.yaml")
+    _log_to_file(run_dir / "train.log")
+    run_id = (identity or {}).get("run_id") or uuid.uuid4().hex[:8]
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    backbone = load_backbone(cfg.model, seed=cfg.seed)  # verifies the attention direction
+    embedder = build_embedder(backbone, cfg.model)
+    log.info("backbone %s (%s, %s attention, %s params), pooling=%s", cfg.model.backbone,
+             backbone.info["model_type"], cfg.model.attention, f"{backbone.info['params']:,}", cfg.model.pooling)
+    builder = InputBuilder(backbone.tokenizer, cfg.model.max_length, backbone.padding_side, cfg.model.append_eos,
+                           cfg.model.exclude_instruction)
+    train_loader, val_loader = dataloaders(cfg, builder)
+    module = ContrastiveModule(
+        embedder,
+        InfoNCE(cfg.loss.temperature, gather=cfg.loss.gather_across_processes),
+        optimizer_factory(cfg.optim, cfg.trainer.max_steps),
+    )
+    logger = make_logger(cfg, run_dir, run_id, run_name,
+                         extra_config={"backbone_info": backbone.info, **(identity or {})}, tags=wandb_tags)
+    trainer = pl.Trainer(
+        max_steps=cfg.trainer.max_steps,
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        strategy=cfg.trainer.strategy,
+        num_nodes=cfg.trainer.num_nodes,
+        precision=cfg.trainer.precision,
+        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+        gradient_clip_val=cfg.trainer.gradient_clip_val or None,
+        val_check_interval=min(cfg.trainer.val_check_interval, cfg.trainer.max_steps * cfg.trainer.accumulate_grad_batches),
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if val_loader is not None else 0,
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        logger=logger,
+        callbacks=list(callbacks),
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        default_root_dir=str(run_dir),
+    )
+    t0 = time.perf_counter()
+    try:
+        trainer.fit(module, train_loader, val_loader)
+    except BaseException:
+        if trainer.is_global_zero:
+            finish(logger, run_dir, exit_code=1)
+        raise
+    train_seconds = time.perf_counter() - t0
+    if not trainer.is_global_zero:
+        return None
+
+    t0 = time.perf_counter()
+    device = trainer.strategy.root_device
+    embedder.to(device)
+    rows = evaluate_embedder(cfg, embedder, backbone, device)
+    eval_seconds = time.perf_counter() - t0
+    identity = {
+        "study": "", "trial": -1, "run_id": run_id, "run_name": run_name,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "backbone": cfg.model.backbone, "attention": cfg.model.attention, "pooling": cfg.model.pooling,
+        "seed": cfg.seed, **(identity or {}),
+    }
+    table = make_table(rows, identity, extra_columns)
+    scores = summarize(rows)
+    if cfg.save_model:
+        save_model(cfg, embedder, backbone, run_dir / "model")
+    write_table(table, run_dir / TABLE)  # written last: its presence marks a finished run
+    metrics = {f"eval/{k}": v for k, v in scores.items()}
+    metrics.update({"time/train_seconds": train_seconds, "time/eval_seconds": eval_seconds})
+    logger.log_metrics(metrics, step=trainer.global_step)
+    aggregates = table[table.query_id.isna()].drop(columns=["query_id", "depth"])
+    finish(logger, run_dir, summary=metrics, tables={"eval/results": aggregates.astype(str)})
+    log.info("finished %s in %.0fs train + %.0fs eval -> %s", run_name, train_seconds, eval_seconds, run_dir)
+    return RunResult(run_dir, run_name, run_id, scores, table, train_seconds, eval_seconds, backbone.info)
+
+
+def save_model(cfg: DictConfig, embedder, backbone, out: Path) -> None:
+    """Backbone (or LoRA adapter), tokenizer, pooler weights and how to rebuild the embedder."""
+    out.mkdir(parents=True, exist_ok=True)
+    embedder.backbone.save_pretrained(out)
+    backbone.tokenizer.save_pretrained(out)
+    if any(True for _ in embedder.pooler.parameters()):
+        torch.save(embedder.pooler.state_dict(), out / "pooler.pt")
+    spec = {
+        "backbone": cfg.model.backbone, "source": backbone.info["source"], "attention": cfg.model.attention,
+        "pooling": cfg.model.pooling, "padding_side": backbone.padding_side, "append_eos": cfg.model.append_eos,
+        "exclude_instruction": cfg.model.exclude_instruction, "max_length": cfg.model.max_length,
+        "latent_attention": dict(cfg.model.latent_attention), "lora": cfg.model.lora.r > 0,
+    }
+    (out / "embedder.json").write_text(json.dumps(spec, indent=2))
+
+
+def _log_to_file(path: Path) -> None:
+    root = logging.getLogger("study")
+    for h in list(root.handlers):
+        if isinstance(h, logging.FileHandler):
+            root.removeHandler(h)
+            h.close()
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    # The run's log file always gets INFO, whatever the console's level is.
+    if root.getEffectiveLevel() > logging.INFO:
+        root.setLevel(logging.INFO)
