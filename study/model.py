@@ -27,3 +27,57 @@ def build_embedder(backbone, mcfg) -> Embedder:
         num_heads=mcfg.latent_attention.num_heads,
     )
     return Embedder(backbone.model, pooler)
+
+
+def load_trained(run_dir, verify: bool = True):
+    """Rebuild a finished run's embedder: (Embedder, Backbone, resolved config).
+
+    Reads `<run_dir>/config.yaml` and `<run_dir>/model/` (written by study.train.save_model):
+    the backbone with its trained attention direction (or the base model + LoRA adapter),
+    the tokenizer and the pooler weights. Used by `study eval`, export, probes and mteb.
+    """
+    import copy
+    import json
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from study.backbones import load_backbone
+    from study.config import ConfigError, load_config
+
+    run_dir = Path(run_dir)
+    model_dir = run_dir / "model"
+    if not (model_dir / "embedder.json").is_file() or not (run_dir / "config.yaml").is_file():
+        raise ConfigError(
+            f"run folder {str(run_dir)!r} holds no trained model (needs config.yaml and model/embedder.json; "
+            "was it trained with save_model=false, or is it still running?)"
+        )
+    spec = json.loads((model_dir / "embedder.json").read_text())
+    cfg = load_config(run_dir / "config.yaml", validate_backbone=False)
+    mcfg = copy.deepcopy(cfg.model)
+    OmegaConf.set_readonly(mcfg, False)
+    if spec.get("lora"):
+        # The adapter lives in model/; the base weights are the original backbone.
+        mcfg.backbone, mcfg.lora.r = spec["source"], 0
+    else:
+        mcfg.backbone = str(model_dir)
+    backbone = load_backbone(mcfg, seed=cfg.seed, verify=False)
+    backbone.padding_side = spec["padding_side"]
+    if spec.get("lora"):
+        from peft import PeftModel
+
+        backbone.model = PeftModel.from_pretrained(backbone.model, str(model_dir))
+        from transformers import AutoTokenizer
+
+        backbone.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    embedder = build_embedder(backbone, cfg.model)
+    pooler_file = model_dir / "pooler.pt"
+    if pooler_file.is_file():
+        embedder.pooler.load_state_dict(torch.load(pooler_file, map_location="cpu"))
+    embedder.eval()
+    if verify:
+        from study.backbones.attention import verify_attention
+
+        verify_attention(embedder.backbone, len(backbone.tokenizer), cfg.model.attention)
+    backbone.name = cfg.model.backbone
+    return embedder, backbone, cfg
