@@ -38,7 +38,6 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-@torch.inference_mode()
 def encode(
     embed: Callable[[dict], torch.Tensor],
     builder: InputBuilder,
@@ -47,10 +46,28 @@ def encode(
     batch_tokens: int = 32768,
     precision: str = "bf16-mixed",
     device: torch.device | str = "cpu",
+    cache=None,
 ) -> np.ndarray:
+    """Unit-norm float32 embeddings [len(texts), D]; `cache` (an EmbeddingCache) skips the model on a hit."""
     device = torch.device(device)
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
+    if cache is not None:
+        key = cache.key(builder, texts, instruction, precision)
+        hit = cache.get(key)
+        if hit is not None and hit.shape[0] == len(texts):
+            cache.hits += 1
+            return hit
+        cache.misses += 1
+        emb = _encode(embed, builder, texts, instruction, batch_tokens, precision, device)
+        cache.put(key, emb)
+        return emb
+    return _encode(embed, builder, texts, instruction, batch_tokens, precision, device)
+
+
+@torch.inference_mode()
+def _encode(embed, builder: InputBuilder, texts: list[str], instruction: str, batch_tokens: int, precision: str,
+            device: torch.device) -> np.ndarray:
     token_ids = builder.tokenize(texts)
     lengths = [len(builder.sequence(ids, instruction)[0]) for ids in token_ids]
     out: list[torch.Tensor | None] = [None] * len(texts)

@@ -41,15 +41,17 @@ def score_split(q_emb: np.ndarray, d_emb: np.ndarray, qids: list[str], dids: lis
 
 
 def evaluate_task(embed, builder, task: RetrievalTask, batch_tokens: int, precision: str, device,
-                  depth_buckets: int = 5, use_instructions: bool = True) -> list[dict]:
+                  depth_buckets: int = 5, use_instructions: bool = True, cache=None) -> list[dict]:
+    """`cache` (study.embedding_cache.EmbeddingCache) makes re-evaluating the same checkpoint cheap."""
     rows = []
     instruction = task.query_instruction if use_instructions else ""
     for split in task.splits:
         t0 = time.perf_counter()
         qids, dids = list(split.queries), list(split.corpus)
-        q_emb = encode(embed, builder, [split.queries[q] for q in qids], instruction, batch_tokens, precision, device)
+        q_emb = encode(embed, builder, [split.queries[q] for q in qids], instruction, batch_tokens, precision, device,
+                       cache=cache)
         d_emb = encode(embed, builder, [split.corpus[d] for d in dids], task.doc_instruction, batch_tokens,
-                       precision, device)
+                       precision, device, cache=cache)
         for qid, metric, value in score_split(q_emb, d_emb, qids, dids, split.qrels):
             depth = split.depth.get(qid)
             rows.append(dict(task=task.name, length=split.length, depth=depth,

@@ -1,0 +1,118 @@
+"""A content-addressed cache of embeddings, so re-evaluating a checkpoint does not re-encode its corpora.
+
+An entry is keyed by everything that decides the vectors:
+  * the model: a fingerprint of its weights (`weights_fingerprint`, or of the saved files of a run:
+    `files_fingerprint`), fixed when the cache is made;
+  * the input builder: tokenizer vocabulary size, max_length, padding side, special tokens, whether the
+    instruction is pooled, and the instruction text itself;
+  * the precision of the forward pass;
+  * the texts (a hash of their content, in order) -- so a changed task simply misses.
+Pooling is part of the model fingerprint (the pooler's weights and mode are hashed with the backbone).
+
+Entries are .npy files written atomically; a corrupt or half-written file is never read as a hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+VERSION = 1  # bump when the key recipe changes
+
+
+def _hash(*parts: bytes | str) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def weights_fingerprint(module, extra: str = "") -> str:
+    """Hash of every parameter and buffer of a module (and its class names): the model's identity.
+
+    Costs one pass over the weights (about a second per GB); computed once per cache.
+    """
+    import torch
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(extra.encode())
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    for m in module.modules():
+        h.update(type(m).__name__.encode())
+        mode = getattr(m, "mode", None)
+        if isinstance(mode, str):
+            h.update(mode.encode())
+    return h.hexdigest()
+
+
+def files_fingerprint(folder: Path, extra: str = "") -> str:
+    """Cheap identity of a saved model folder: names, sizes and modification times of its files."""
+    folder = Path(folder)
+    items = sorted(
+        (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    )
+    return _hash(extra, json.dumps(items))
+
+
+def builder_key(builder) -> dict:
+    return {
+        "vocab": len(builder.tokenizer),
+        "tokenizer": type(builder.tokenizer).__name__,
+        "max_length": builder.max_length,
+        "padding_side": builder.padding_side,
+        "prefix": list(builder.prefix),
+        "suffix": list(builder.suffix),
+        "exclude_instruction": builder.exclude_instruction,
+    }
+
+
+class EmbeddingCache:
+    """Embeddings of one model under `root/<model_key>/`, one .npy file per (settings, texts)."""
+
+    def __init__(self, root: str | Path, model_key: str):
+        self.dir = Path(root) / model_key
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, builder, texts: list[str], instruction: str, precision: str) -> str:
+        settings = json.dumps({**builder_key(builder), "instruction": instruction, "precision": precision,
+                               "version": VERSION}, sort_keys=True)
+        texts_hash = hashlib.blake2b(digest_size=16)
+        for t in texts:
+            texts_hash.update(t.encode())
+            texts_hash.update(b"\x00")
+        return _hash(settings, texts_hash.hexdigest(), str(len(texts)))
+
+    def get(self, key: str) -> np.ndarray | None:
+        path = self.dir / f"{key}.npy"
+        if not path.is_file():
+            return None
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            return None
+        return arr
+
+    def put(self, key: str, emb: np.ndarray) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"{key}.npy"
+        tmp = path.with_name(f".{key}.{os.getpid()}.tmp.npy")
+        np.save(tmp, emb, allow_pickle=False)
+        os.replace(tmp, path)
+
+
+def run_cache(run_dir: str | Path, embedder) -> EmbeddingCache:
+    """The cache of a trained run: `<run>/embeddings/`, keyed by the run's saved model files."""
+    run_dir = Path(run_dir)
+    model_dir = run_dir / "model"
+    pooling = getattr(getattr(embedder, "pooler", None), "mode", "")
+    key = files_fingerprint(model_dir, extra=pooling) if model_dir.is_dir() else weights_fingerprint(embedder)
+    return EmbeddingCache(run_dir / "embeddings", key)
