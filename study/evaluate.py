@@ -32,7 +32,11 @@ def bucket_label(depth: float | None, buckets: int) -> str | None:
 
 
 def score_split(q_emb: np.ndarray, d_emb: np.ndarray, qids: list[str], dids: list[str], qrels) -> list[tuple]:
-    scores = q_emb @ d_emb.T
+    return score_matrix(q_emb @ d_emb.T, qids, dids, qrels)
+
+
+def score_matrix(scores: np.ndarray, qids: list[str], dids: list[str], qrels) -> list[tuple]:
+    """(query, metric, value) for a [queries x documents] score matrix (cosines, BM25, ...)."""
     run = {q: {d: float(s) for d, s in zip(dids, row)} for q, row in zip(qids, scores)}
     per_query = {(q, name): 0.0 for q in qids for name in MEASURES}
     for m in ir_measures.iter_calc(list(MEASURES.values()), qrels, run):
@@ -52,14 +56,20 @@ def evaluate_task(embed, builder, task: RetrievalTask, batch_tokens: int, precis
                        cache=cache)
         d_emb = encode(embed, builder, [split.corpus[d] for d in dids], task.doc_instruction, batch_tokens,
                        precision, device, cache=cache)
-        for qid, metric, value in score_split(q_emb, d_emb, qids, dids, split.qrels):
-            depth = split.depth.get(qid)
-            rows.append(dict(task=task.name, length=split.length, depth=depth,
-                             depth_bucket=bucket_label(depth, depth_buckets), query_id=qid, metric=metric,
-                             value=value))
+        rows += split_rows(task.name, split, score_split(q_emb, d_emb, qids, dids, split.qrels), depth_buckets)
         log.info("%s length=%s: %d queries x %d docs in %.1fs", task.name, split.length, len(qids), len(dids),
                  time.perf_counter() - t0)
     return rows + aggregate(rows)
+
+
+def split_rows(task_name: str, split, scored: list[tuple], depth_buckets: int = 5) -> list[dict]:
+    """Per-query result rows; a real task's split gives each query its own length bucket."""
+    rows = []
+    for qid, metric, value in scored:
+        depth = split.depth.get(qid)
+        rows.append(dict(task=task_name, length=split.length_of(qid), depth=depth,
+                         depth_bucket=bucket_label(depth, depth_buckets), query_id=qid, metric=metric, value=value))
+    return rows
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -73,11 +83,14 @@ def aggregate(rows: list[dict]) -> list[dict]:
     if has_depth:
         groupings.insert(0, ["task", "length", "depth_bucket", "metric"])
     for keys in groupings:
-        for vals, g in per_query.groupby(keys, dropna=False):
+        # Queries without a depth (real tasks' page-level queries) are in no depth bucket.
+        source = per_query[per_query.depth_bucket.notna()] if "depth_bucket" in keys else per_query
+        for vals, g in source.groupby(keys, dropna=False):
             out.append({**dict(zip(keys, vals)), "value": float(g.value.mean()), "query_id": None})
-    # Task score: mean over lengths (LongEmbed averages its per-length scores).
-    by_length = pd.DataFrame([r for r in out if "depth_bucket" not in r and not pd.isna(r["length"])])
-    for (task, metric), g in (by_length.groupby(["task", "metric"]) if len(by_length) else []):
+    # Task score: the mean over all its queries. The synthetic tasks have equally many queries per
+    # length, so this is LongEmbed's mean over lengths; a real task's buckets hold unequal counts.
+    with_length = per_query[per_query.length.notna()]
+    for (task, metric), g in with_length.groupby(["task", "metric"]):
         out.append({"task": task, "length": None, "metric": metric, "value": float(g.value.mean()), "query_id": None})
     for r in out:
         r.setdefault("depth_bucket", None)

@@ -1,0 +1,186 @@
+"""`study eval`: score a model on any registered tasks, without training.
+
+    study eval runs/<run> tasks=[passkey,needle,pydocs]      a trained run (its model/ folder)
+    study eval model.backbone=all-minilm-l6-v2 model.pooling=mean tasks=[pydocs]   an off-the-shelf model
+    study eval bm25 tasks=[pydocs]                           the BM25 reference row
+
+`tasks=[...]` is short for `eval.tasks=[...]`; every `eval.*` and `wandb.*` key
+works too. A trained run's model keys come from its config.yaml (overriding
+them is refused). Each call writes a new folder and never touches existing
+results: `runs/<run>/eval-<time>/` for a run, `<output_dir>/<run_name>/` (default
+`eval-<backbone>-<attention>-<pooling>-<time>`, or `eval-bm25-<time>`) otherwise,
+holding config.yaml, results.parquet (the results table) and a W&B run with
+job_type=eval. Task data is loaded before the model, so missing data fails fast.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from study.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+RUN_FIXED = ("model.", "data.", "loss.", "optim.", "trainer.", "seed", "save_model", "run_name")
+
+
+@dataclass
+class EvalResult:
+    eval_dir: Path
+    table: pd.DataFrame
+    summary: dict
+
+
+def normalize_overrides(overrides: list[str]) -> list[str]:
+    """`tasks=[...]` (the short spelling) -> `eval.tasks=[...]`."""
+    return [f"eval.{o}" if o.split("=", 1)[0] == "tasks" else o for o in overrides]
+
+
+def _stamp() -> str:
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _new_dir(parent: Path, name: str) -> Path:
+    """A folder that did not exist before (name, name-2, ...): never reuse another evaluation's folder."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 1000):
+        path = parent / (name if i == 1 else f"{name}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise ConfigError(f"could not create a new evaluation folder under {parent}")
+
+
+def resolve(target: str | None, overrides: list[str], config_file: str | None = None):
+    """(mode, cfg, run_dir): mode is 'run', 'model' or 'bm25'. Validates everything before compute."""
+    from study.config import load_config
+
+    overrides = normalize_overrides(list(overrides))
+    if target == "bm25":
+        cfg = load_config(config_file, overrides, validate_backbone=False)
+        return "bm25", cfg, None
+    if target is not None:
+        run_dir = Path(target)
+        if not run_dir.is_dir():
+            raise ConfigError(f"study eval {target!r}: not a run folder (and not 'bm25'); give a finished run's "
+                              "folder (runs/<run>), 'bm25', or model.backbone=... for an off-the-shelf model")
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"study eval {target!r}: {run_dir} has no config.yaml; is it a run folder?")
+        fixed = [o.split("=", 1)[0] for o in overrides if o.split("=", 1)[0].startswith(RUN_FIXED)]
+        if fixed or config_file:
+            what = f"--config {config_file}" if config_file else fixed[0]
+            raise ConfigError(f"study eval {target}: {what} cannot be changed; a trained run's model and training "
+                              "keys come from its config.yaml (only eval.*, tasks, wandb.* and output_dir apply)")
+        cfg = load_config(run_dir / "config.yaml", overrides, validate_backbone=False)
+        return "run", cfg, run_dir
+    cfg = load_config(config_file, overrides)
+    return "model", cfg, None
+
+
+def eval_dir_for(mode: str, cfg: DictConfig, run_dir: Path | None) -> Path:
+    if mode == "run":
+        return _new_dir(run_dir, f"eval-{_stamp()}")
+    if cfg.run_name:
+        out = Path(cfg.output_dir) / cfg.run_name
+        if (out / "results.parquet").exists():
+            raise ConfigError(f"run_name={cfg.run_name!r}: {out} already holds results; choose another run_name")
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    if mode == "bm25":
+        return _new_dir(Path(cfg.output_dir), f"eval-bm25-{_stamp()}")
+    backbone = Path(cfg.model.backbone).name
+    return _new_dir(Path(cfg.output_dir), f"eval-{backbone}-{cfg.model.attention}-{cfg.model.pooling}-{_stamp()}")
+
+
+def _source_run_id(run_dir: Path) -> str | None:
+    from study.results import TABLE
+
+    try:
+        ids = pd.read_parquet(run_dir / TABLE, columns=["run_id"]).run_id.dropna()
+        return str(ids.iloc[0]) if len(ids) else None
+    except Exception:
+        return None
+
+
+def _load_model(mode: str, cfg: DictConfig, run_dir: Path | None):
+    if mode == "run":
+        from study.model import load_trained
+
+        embedder, backbone, _ = load_trained(run_dir)
+        return embedder, backbone
+    from study.backbones import load_backbone
+    from study.model import build_embedder
+
+    backbone = load_backbone(cfg.model, seed=cfg.seed)  # verifies the attention direction
+    if cfg.model.pooling == "latent_attention":
+        log.warning("model.pooling=latent_attention on an untrained model: the latent layer is random")
+    return build_embedder(backbone, cfg.model), backbone
+
+
+def run_eval(target: str | None, overrides: list[str], config_file: str | None = None) -> EvalResult:
+    import torch
+
+    from study.config import save_config
+    from study.evaluate import evaluate_task
+    from study.evaluate import summary as summarize
+    from study.results import TABLE, make_table, write_table
+    from study.tasks import build_task
+    from study.tracking import finish, make_logger
+
+    mode, cfg, run_dir = resolve(target, overrides, config_file)
+    tasks = [build_task(name, cfg.eval) for name in cfg.eval.tasks]  # missing data fails here, before the model
+    out = eval_dir_for(mode, cfg, run_dir)
+    OmegaConf.set_readonly(cfg, False)
+    cfg.wandb.job_type = "eval"
+    save_config(cfg, out / "config.yaml")
+
+    t0 = time.perf_counter()
+    rows = []
+    if mode == "bm25":
+        from study.bm25 import NAME, evaluate_bm25
+
+        for task in tasks:
+            rows += evaluate_bm25(task, cfg.eval.depth_buckets)
+        ablation = {"backbone": NAME, "attention": None, "pooling": None, "seed": cfg.seed}
+        info = {"model": "bm25s", "k1": 1.5, "b": 0.75}
+    else:
+        from study.train import eval_builder
+
+        embedder, backbone = _load_model(mode, cfg, run_dir)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        embedder.to(device).eval()
+        builder = eval_builder(cfg, backbone)
+        for task in tasks:
+            rows += evaluate_task(embedder, builder, task, cfg.eval.batch_tokens, cfg.eval.precision, device,
+                                  cfg.eval.depth_buckets, cfg.model.use_instructions)
+        ablation = {"backbone": cfg.model.backbone, "attention": cfg.model.attention, "pooling": cfg.model.pooling,
+                    "seed": cfg.seed}
+        info = dict(backbone.info)
+    seconds = time.perf_counter() - t0
+
+    wandb_id = uuid.uuid4().hex[:8]
+    run_name = (cfg.run_name if mode == "run" else None) or out.name
+    identity = {"study": "", "trial": -1, "run_id": (_source_run_id(run_dir) if mode == "run" else None) or wandb_id,
+                "run_name": run_name, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                **ablation}
+    table = make_table(rows, identity)
+    write_table(table, out / TABLE)
+    scores = summarize(rows)
+    logger = make_logger(cfg, out, wandb_id, f"{run_name}/{out.name}" if mode == "run" else out.name,
+                         extra_config={"eval_of": str(run_dir) if run_dir else ablation["backbone"], "model_info": info})
+    metrics = {**{f"eval/{k}": v for k, v in scores.items()}, "time/eval_seconds": seconds}
+    logger.log_metrics(metrics, step=0)
+    aggregates = table[table.query_id.isna()].drop(columns=["query_id", "depth"])
+    finish(logger, out, summary=metrics, tables={"eval/results": aggregates.astype(str)})
+    log.info("evaluated %s on %s in %.0fs -> %s", ablation["backbone"], ", ".join(cfg.eval.tasks), seconds, out)
+    return EvalResult(out, table, scores)
