@@ -4,6 +4,8 @@
     study config [--config FILE] [key=value ...]    print the resolved config (validation only)
     study backbones                                 list registered backbones
     study tasks                                     list evaluation tasks
+    study eval [RUN | bm25] [key=value ...]         score a trained run, an off-the-shelf model or BM25 on tasks
+    study build-task pydocs                         build the offline real-text task (fetches python3.11-doc)
 
 Bad input exits with code 2 and a message naming the key, the value and the
 valid options, before any model is built.
@@ -98,14 +100,41 @@ def cmd_backbones(args) -> int:
 
 
 def cmd_tasks(args) -> int:
-    from study.tasks import task_names
+    from study.tasks import PREFIXES, task_names
 
     for name in task_names():
         print(name)
+    for usage in PREFIXES.values():
+        print(usage)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from study.run_eval import run_eval
+
+    targets = [a for a in args.args if "=" not in a]
+    if len(targets) > 1:
+        raise ConfigError(f"study eval takes one run folder (or 'bm25'), got {targets}")
+    result = run_eval(targets[0] if targets else None, [a for a in args.args if "=" in a], args.config)
+    print_scores(result.table)
+    print(f"\nevaluation folder: {result.eval_dir}")
+    print(f"  results:  {result.eval_dir / 'results.parquet'}")
+    print(f"  W&B:      {result.eval_dir / 'wandb.json'} (job_type eval)")
+    return 0
+
+
+def cmd_build_task(args) -> int:
+    from study.tasks.pydocs import download_deb, find_deb, pydocs_dir
+
+    deb = find_deb() or download_deb()
+    out = pydocs_dir(deb)
+    print((out / "manifest.json").read_text(), end="")
+    print(f"task folder: {out}")
     return 0
 
 
 COMMANDS = {"train": cmd_train, "config": cmd_config, "backbones": cmd_backbones, "tasks": cmd_tasks}
+COMMANDS.update({"eval": cmd_eval, "build-task": cmd_build_task})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(sub.add_parser("config", help="validate and print the resolved config"))
     sub.add_parser("backbones", help="list registered backbones")
     sub.add_parser("tasks", help="list evaluation tasks")
+    p = sub.add_parser("eval", help="score a trained run, an off-the-shelf model or BM25 on evaluation tasks")
+    p.add_argument("--config", help="YAML file of config keys (off-the-shelf models and bm25 only)")
+    p.add_argument("args", nargs="*", metavar="RUN|bm25|key=value",
+                   help="a run folder or 'bm25' (neither: model.backbone=... is evaluated untrained), then "
+                        "overrides, e.g. tasks=[pydocs,beir:/data/x] eval.batch_tokens=16384")
+    p = sub.add_parser("build-task", help="build the offline real-text task pydocs (and show its manifest)")
+    p.add_argument("name", choices=["pydocs"])
     return parser
 
 
