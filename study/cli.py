@@ -6,6 +6,7 @@
     study tasks                                     list evaluation tasks
     study eval [RUN | bm25] [key=value ...]         score a trained run, an off-the-shelf model or BM25 on tasks
     study build-task pydocs                         build the offline real-text task (fetches python3.11-doc)
+    study report --study NAME | --results PATH ... | --wandb ENTITY/PROJECT --group G   notebooks -> reports/
 
 Bad input exits with code 2 and a message naming the key, the value and the
 valid options, before any model is built.
@@ -137,6 +138,24 @@ COMMANDS = {"train": cmd_train, "config": cmd_config, "backbones": cmd_backbones
 COMMANDS.update({"eval": cmd_eval, "build-task": cmd_build_task})
 
 
+def cmd_report(args) -> int:
+    from analysis.report import build_report
+
+    out = build_report(args.results, args.study, args.wandb, args.group, args.out, args.runs_dir, args.optuna,
+                       args.metric, args.correction, args.resamples, log_wandb=not args.no_wandb)
+    for path in out["html"].values():
+        print(f"report:  {path}")
+    print(f"figures: {len(out['figures'])} PNG files in {args.out}/figures/")
+    if out["wandb"]:
+        w = out["wandb"]
+        print(f"W&B:     analysis run {w['name']} ({w['mode']})"
+              + (f"; upload with `wandb sync {w['dir']}`" if w["mode"] == "offline" else ""))
+    return 0
+
+
+COMMANDS["report"] = cmd_report
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="study", description="Embedding ablation study: attention x pooling x backbone.")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -152,6 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "overrides, e.g. tasks=[pydocs,beir:/data/x] eval.batch_tokens=16384")
     p = sub.add_parser("build-task", help="build the offline real-text task pydocs (and show its manifest)")
     p.add_argument("name", choices=["pydocs"])
+    p = sub.add_parser("report", help="run the analysis notebooks on a study's results -> reports/*.html")
+    p.add_argument("--study", help="study name: runs/<study>/results.parquet (+ runs/<study>/optuna.db)")
+    p.add_argument("--results", nargs="+", default=[], metavar="PATH", help="results tables, run or study folders")
+    p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B (public API) instead")
+    p.add_argument("--group", help="the W&B group (the study name) with --wandb")
+    p.add_argument("--optuna", metavar="STORAGE", help="Optuna storage for the sweep overview (URL, .db, journal)")
+    p.add_argument("--out", default="reports", help="output folder (default reports)")
+    p.add_argument("--runs-dir", default="runs", help="where --study looks (default runs)")
+    p.add_argument("--metric", default="ndcg_at_1", help="metric analysed (default ndcg_at_1)")
+    p.add_argument("--correction", default="holm", help="multiple-comparison correction: holm or bh")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--no-wandb", action="store_true", help="do not log the report as a W&B analysis run")
     return parser
 
 

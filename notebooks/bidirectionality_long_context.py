@@ -1,0 +1,113 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # How does bidirectional attention affect long-context embeddings?
+#
+# Bidirectional vs causal attention, same backbones, poolings, seeds and evaluation queries.
+# All numbers come from `analysis/` (tested); this notebook only calls it. Re-run it on any study with
+# `study report --study NAME`, `--results PATH ...` or `--wandb ENTITY/PROJECT --group GROUP`.
+
+# %% tags=["parameters"]
+results = []  # results tables, run folders or study folders; empty -> `study` or W&B
+study = ""  # a study name under runs/ (used when `results` is empty)
+wandb_project = ""  # ENTITY/PROJECT to read from the W&B public API instead
+wandb_group = ""  # the study's W&B group
+output_dir = "reports"  # figures/ and tables/ are written here
+metric = "ndcg_at_1"  # LongEmbed's metric for the synthetic tasks
+correction = "holm"  # multiple-comparison correction: holm | bh
+n_resamples = 2000  # bootstrap resamples
+
+# %%
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+from analysis import plots, stats
+from analysis.load import evaluation_units, has_per_query
+from analysis.report import load_results, save_table, show
+from analysis.text import summary_text
+
+df = load_results(results, study, wandb_project, wandb_group)
+rows = evaluation_units(df, metric)
+per_query = has_per_query(df)
+kw = dict(n_resamples=n_resamples)
+long = stats.long_lengths(rows.length)
+by_length = stats.paired_differences(rows, ["backbone", "pooling", "task", "length"], correction=correction, **kw)
+headline = stats.paired_differences(rows[rows.length.isin(long)], ["backbone", "pooling"], correction=correction,
+                                    **kw)
+summary = summary_text(rows, headline, by_length, long, metric, correction, per_query)
+Path(output_dir).mkdir(parents=True, exist_ok=True)
+Path(output_dir, "summary.md").write_text(summary)
+display(Markdown(summary))
+
+# %% [markdown]
+# ## Score vs document length
+# Mean over seeds and queries; bands are 95% two-way bootstrap intervals (seeds and queries resampled).
+# Solid lines: bidirectional; dashed: causal; colour: pooling.
+
+# %%
+cells = stats.cell_means(rows, ["backbone", "attention", "pooling", "task", "length"], **kw)
+save_table(cells, output_dir, "score_by_length")
+show(plots.plot_score_vs_length(cells, metric), output_dir, "score_vs_length")
+
+# %% [markdown]
+# ## Document length x needle depth
+# Per attention direction, and their paired difference (bidirectional - causal; `*`: significant after
+# correction across the cells of that heatmap table).
+
+# %%
+if rows.depth_bucket.notna().any():
+    depth_keys = ["backbone", "pooling", "task", "length", "depth_bucket"]
+    depth_cells = stats.cell_means(rows, ["backbone", "attention", "pooling", "task", "length", "depth_bucket"], **kw)
+    depth_diffs = stats.paired_differences(rows, depth_keys, correction=correction, **kw)
+    save_table(depth_diffs, output_dir, "paired_differences_by_depth")
+    for task in sorted(depth_cells.task.unique()):
+        show(plots.plot_depth_heatmaps(depth_cells, depth_diffs, task, metric), output_dir, f"depth_heatmap_{task}")
+else:
+    display(Markdown("*No needle depths in these results (aggregate-only data): no heatmaps.*"))
+
+# %% [markdown]
+# ## Paired differences: bidirectional - causal
+# Same seeds and queries on both sides. `p_value`: two-sided sign-flip permutation test over queries;
+# `p_adjusted`: corrected across the rows of this table; `significant`: `p_adjusted` < 0.05.
+
+# %%
+save_table(by_length, output_dir, "paired_differences")
+save_table(headline, output_dir, "paired_differences_long")
+display(headline.round(4))
+display(by_length.round(4))
+show(plots.plot_forest(by_length, ["backbone", "pooling", "task", "length"], metric), output_dir, "paired_differences")
+
+# %% [markdown]
+# ## Summary table (the paper's layout)
+# Rows backbone x attention x pooling; columns per task (mean over lengths) and their average, in points
+# (x100); second table: 95% intervals.
+
+# %%
+scores, intervals = stats.summary_table(rows, **kw)
+save_table(scores.round(2), output_dir, "summary_table")
+display(scores.round(1))
+display(intervals)
+
+# %% [markdown]
+# ## Bidirectionality probes
+# Attention mass by distance and direction, and how much embeddings and states change when later text changes
+# (rows with task `probe/...`, when the study ran the probes).
+
+# %%
+probe_figures = plots.plot_probes(df)
+for task, fig in probe_figures.items():
+    show(fig, output_dir, task.replace("/", "_"))
+if not probe_figures:
+    display(Markdown("*No probe results in this study.*"))
