@@ -31,5 +31,9 @@ test-fast: setup
 train: setup
 	$(VENV)/bin/study train
 
+# BENCH_ARGS=--long adds the passkey+needle suite at 256..32768 tokens (long on a CPU)
+bench: setup
+	$(PY) -m study.bench $(BENCH_ARGS)
+
 clean:
 	rm -rf runs reports bench_results lightning_logs wandb
