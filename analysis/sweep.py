@@ -151,14 +151,16 @@ def plot_importances(study):
     if imp is None:
         return None
     target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
-    with warnings.catch_warnings():
+    import matplotlib
+
+    with warnings.catch_warnings(), matplotlib.rc_context():  # Optuna switches to the ggplot style globally
         warnings.simplefilter("ignore")
         ax = optuna.visualization.matplotlib.plot_param_importances(
             study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=list(imp), target=target,
             target_name=OBJECTIVE)
-    fig = ax.figure
-    fig.set_size_inches(6, 0.4 * len(imp) + 1.5)
-    fig.tight_layout()
+        fig = ax.figure
+        fig.set_size_inches(6, 0.4 * len(imp) + 1.5)
+        fig.tight_layout()
     return fig
 
 

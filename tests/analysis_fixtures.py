@@ -64,7 +64,8 @@ def pretrain_rows(study: str = "fixture") -> pd.DataFrame:
         steps = np.repeat(np.arange(0, 100, 10), 2)
         metrics = ["train_loss", "val_loss"] * 10
         rows = [dict(task="pretrain", length=None, depth=None, depth_bucket=None, query_id=None, metric=m,
-                     value=5.0 * np.exp(-s / 50) + 1 + (0.1 if m == "val_loss" else 0.0))
+                     value=5.0 * np.exp(-s / 50) + (1.5 if objective == "masked_diffusion" else 1.0)
+                     + (0.1 if m == "val_loss" else 0.0))
                 for s, m in zip(steps, metrics)]
         identity = dict(study=study, trial=-1, run_id=f"pre-{objective}", run_name=f"pretrain-{objective}",
                         created_at="2026-01-01T00:00:00+00:00", backbone="tiny-qwen2", attention=attention,

@@ -272,6 +272,11 @@ def test_trial_table_effects_and_importances(tmp_path):
     imp, reason = sweep.importances(sweep.study_from_trials(trials, params))
     assert imp is not None and set(imp) == {"attention", "pooling", "seed", "optim.lr"}, reason
     assert max(imp, key=imp.get) == "attention"
+    import matplotlib.pyplot as plt
+
+    face = plt.rcParams["axes.facecolor"]
+    assert sweep.plot_importances(sweep.study_from_trials(trials, params)) is not None
+    assert plt.rcParams["axes.facecolor"] == face  # Optuna's ggplot style does not leak into later figures
     none, why = sweep.importances(sweep.study_from_trials(trials.iloc[:1], params))
     assert none is None and "at least 2" in why
     # The Optuna storage path gives the same trials.
