@@ -61,9 +61,50 @@ def _maybe_numeric(s: pd.Series) -> pd.Series:
     return converted if converted.notna().sum() == s.notna().sum() else s
 
 
-def load_local(*paths: str | Path) -> pd.DataFrame:
-    """Tables from files, run folders or study folders (see study.results.read_results), normalised."""
-    return normalise(read_results(*paths))
+def load_local(*paths: str | Path, companions: bool = True) -> pd.DataFrame:
+    """Tables from files, run folders or study folders (see study.results.read_results), normalised.
+
+    With `companions`, tables that belong with the results but live elsewhere are
+    added: probe rows (`probes.parquet`, written next to a run's results by `study
+    probe`) under the given folders, and the pretraining curves of the study's
+    backbones that were pretrained on this machine (their build folder's results.parquet).
+    """
+    df = read_results(*paths)
+    if companions:
+        extra = probe_tables(*paths) + pretraining_tables(df)
+        df = pd.concat([df, *extra], ignore_index=True) if extra else df
+    return normalise(df)
+
+
+PROBES = "probes.parquet"
+
+
+def probe_tables(*paths: str | Path) -> list[pd.DataFrame]:
+    """probes.parquet files under the given folders (a study table's folder counts)."""
+    folders = {Path(p) if Path(p).is_dir() else Path(p).parent for p in paths
+               if Path(p).is_dir() or Path(p).name == TABLE}
+    files = sorted({f for folder in folders for f in folder.glob(f"**/{PROBES}")})
+    return [pd.read_parquet(f) for f in files]
+
+
+def pretraining_tables(df: pd.DataFrame) -> list[pd.DataFrame]:
+    """Loss curves of the backbones in `df` that were pretrained here and have no `pretrain` rows in it yet."""
+    have = set(df.loc[df.task == "pretrain", "backbone"].dropna())
+    out = []
+    for name in sorted(set(df.backbone.dropna()) - have):
+        folder = _pretrained_folder(str(name))
+        if folder is not None and (folder / TABLE).is_file():
+            out.append(pd.read_parquet(folder / TABLE))
+    return out
+
+
+def _pretrained_folder(name: str) -> Path | None:
+    """The pretrained build a backbone name points at (study.pretrain.store), None if not one."""
+    try:
+        from study.pretrain.store import pretrained_folder
+    except ImportError:
+        return None
+    return pretrained_folder(name)
 
 
 def study_paths(study: str, runs_dir: str | Path = "runs") -> tuple[Path, Path | None]:

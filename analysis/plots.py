@@ -153,6 +153,8 @@ def plot_probes(df: pd.DataFrame) -> dict:
     backbone x attention (mean over seeds and rows, band = min..max over seeds).
     """
     probes = df[df.task.astype("string").fillna("").str.startswith("probe/")]
+    if "layer" in probes:  # study probe's attention rows: per layer and averaged (layer null); plot the average
+        probes = probes[probes.layer.isna()]
     figures = {}
     for task, t in probes.groupby("task"):
         metrics = sorted(t.metric.unique())
@@ -174,15 +176,22 @@ def plot_probes(df: pd.DataFrame) -> dict:
 def _probe_panel(ax, g: pd.DataFrame) -> None:
     x = _x_axis(g)
     labels = g.backbone.astype(str) + " / " + g.attention.astype(str)
+    if g.query_id.notna().any():  # per-document rows when there are any (aggregates repeat them)
+        g, labels = g[g.query_id.notna()], labels[g.query_id.notna()]
+    if x == "depth":
+        g = g[g.depth.notna()]
+        labels = labels[g.index]
+        if g.length.nunique() > 1:  # one line per document length too
+            labels = labels + " / " + g.length.astype(str)
     if x is None:
         means = g.groupby(labels).value.mean()
         ax.bar(range(len(means)), means.to_numpy(), color="tab:blue")
         ax.set_xticks(range(len(means)), means.index, rotation=30, fontsize=7)
         return
     for label, h in g.groupby(labels):
-        per_seed = h.groupby(["seed", x]).value.mean().unstack(x)
+        per_seed = h.groupby(["seed", x], dropna=False).value.mean().unstack(x)
         xs = per_seed.columns.to_numpy(dtype=float)
-        ax.plot(xs, per_seed.mean().to_numpy(), LINESTYLE.get(label.split(" / ")[-1], ":"), marker=".",
+        ax.plot(xs, per_seed.mean().to_numpy(), LINESTYLE.get(label.split(" / ")[1], ":"), marker=".",
                 label=label)
         ax.fill_between(xs, per_seed.min().to_numpy(), per_seed.max().to_numpy(), alpha=0.15)
     ax.set_xlabel(x)

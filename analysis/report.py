@@ -38,18 +38,22 @@ KERNEL = "python3"
 
 
 def load_results(results=(), study: str | None = None, wandb_project: str | None = None,
-                 wandb_group: str | None = None, runs_dir: str | Path = "runs") -> pd.DataFrame:
-    """The one loader of notebooks and CLI: local tables/folders, runs/<study>, or W&B (in that order)."""
+                 wandb_group: str | None = None, runs_dir: str | Path = "runs", companions: bool = True) -> pd.DataFrame:
+    """The one loader of notebooks and CLI: local tables/folders, runs/<study>, or W&B (in that order).
+
+    `companions`: also add probe tables and pretraining curves found next to local results
+    (analysis.load.load_local); the report turns it off for the table it has already frozen.
+    """
     from analysis.load import load_local, load_wandb, study_paths
 
     if isinstance(results, (str, Path)):
         results = [results]
     if results:
-        return load_local(*results)
+        return load_local(*results, companions=companions)
     if wandb_project:
         return load_wandb(wandb_project, wandb_group or None)
     if study:
-        return load_local(study_paths(study, runs_dir)[0])
+        return load_local(study_paths(study, runs_dir)[0], companions=companions)
     raise ConfigError("no results: give results paths, a study name, or a W&B project")
 
 
@@ -202,7 +206,7 @@ def build_report(results=(), study: str | None = None, wandb_project: str | None
     table = write_table(df, out / "data" / "results.parquet")
     name = study or wandb_group or (df.study.dropna().iloc[0] if df.study.notna().any() else "") or "study"
     params = {"results": [str(table.resolve())], "study": str(name), "output_dir": str(out.resolve()),
-              "metric": metric}
+              "metric": metric, "companions": False}
     reports = {}
     for nb in NOTEBOOKS:
         extra = ({"correction": correction, "n_resamples": n_resamples} if nb == NOTEBOOKS[0]

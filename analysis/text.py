@@ -35,6 +35,10 @@ def sample_sizes(rows: pd.DataFrame) -> dict:
     }
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _queries(s: dict) -> str:
     q = s["queries_min"] if s["queries_min"] == s["queries_max"] else f"{s['queries_min']}-{s['queries_max']}"
     return f"{q} queries per task and length"
@@ -61,6 +65,9 @@ def describe_difference(r, metric: str) -> str:
 
 def verdict(headline: pd.DataFrame) -> str:
     """Does the tiny-scale result agree with the paper's direction? Said plainly."""
+    if headline.empty:
+        return ("**No comparison possible**: no backbone/pooling cell has both bidirectional and causal runs on the "
+                "same seeds and queries.")
     pos = headline.significant & (headline["diff"] > 0)
     neg = headline.significant & (headline["diff"] < 0)
     if len(headline) and pos.all():
@@ -91,7 +98,7 @@ def summary_text(rows: pd.DataFrame, headline: pd.DataFrame, by_length: pd.DataF
         "## Summary",
         "",
         f"**Data.** {s['runs']} evaluated runs: backbones {', '.join(s['backbones'])}; poolings "
-        f"{', '.join(s['poolings'])}; {len(s['seeds'])} training seeds ({', '.join(map(str, s['seeds']))}); tasks "
+        f"{', '.join(s['poolings'])}; {_plural(len(s['seeds']), 'training seed')} ({', '.join(map(str, s['seeds']))}); tasks "
         f"{', '.join(s['tasks'])}; document lengths {', '.join(map(str, s['lengths']))} tokens; {_queries(s)}. "
         f"Metric: {metric}, in points (x100).",
         "",
@@ -102,6 +109,8 @@ def summary_text(rows: pd.DataFrame, headline: pd.DataFrame, by_length: pd.DataF
     if not per_query:
         lines.append("*Only aggregate scores were available (no per-query rows): intervals and tests are over "
                      "seeds only and are weak.*")
+    if len(s["seeds"]) == 1:
+        lines.append("*One training seed: the intervals cover query sampling only, not training randomness.*")
     lines += ["", f"**Long documents** (lengths {', '.join(map(str, long))} tokens, all tasks pooled):", ""]
     lines += [f"- {describe_difference(r, metric)}" for _, r in headline.iterrows()]
     sig = by_length[by_length.significant]

@@ -24,6 +24,7 @@ study = ""  # a study name under runs/ (used when `results` is empty)
 wandb_project = ""  # ENTITY/PROJECT to read from the W&B public API instead
 wandb_group = ""  # the study's W&B group
 output_dir = "reports"  # figures/ and tables/ are written here
+companions = True  # also load probe tables and pretraining curves found next to local results
 metric = "ndcg_at_1"  # LongEmbed's metric for the synthetic tasks
 correction = "holm"  # multiple-comparison correction: holm | bh
 n_resamples = 2000  # bootstrap resamples
@@ -38,7 +39,7 @@ from analysis.load import evaluation_units, has_per_query
 from analysis.report import load_results, save_table, show
 from analysis.text import summary_text
 
-df = load_results(results, study, wandb_project, wandb_group)
+df = load_results(results, study, wandb_project, wandb_group, companions=companions)
 rows = evaluation_units(df, metric)
 per_query = has_per_query(df)
 kw = dict(n_resamples=n_resamples)

@@ -24,6 +24,7 @@ wandb_project = ""  # ENTITY/PROJECT to read from the W&B public API instead
 wandb_group = ""  # the study's W&B group
 optuna_storage = ""  # Optuna storage (URL or SQLite path); empty -> trials rebuilt from the results table
 output_dir = "reports"  # figures/ and tables/ are written here
+companions = True  # also load probe tables and pretraining curves found next to local results
 metric = "ndcg_at_1"  # the objective when rebuilt from results: mean over lengths, then tasks
 
 # %%
@@ -33,7 +34,7 @@ from analysis import plots, sweep
 from analysis.load import parameter_columns
 from analysis.report import load_results, save_table, show
 
-df = load_results(results, study, wandb_project, wandb_group)
+df = load_results(results, study, wandb_project, wandb_group, companions=companions)
 loaded = None
 if optuna_storage:
     loaded = sweep.load_optuna_study(optuna_storage, study or None)

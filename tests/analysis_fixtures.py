@@ -53,45 +53,57 @@ def make_results(effect: float = 0.3, long_from: int = 1024, base: float = 0.45,
                     trial += 1
     df = pd.concat(frames, ignore_index=True)
     if extras:
-        df = pd.concat([df, pretrain_rows(study), probe_rows(study)], ignore_index=True)
+        df = pd.concat([df, pretrain_rows(), probe_rows(study)], ignore_index=True)
     return df
 
 
-def pretrain_rows(study: str = "fixture") -> pd.DataFrame:
-    """Loss curves of two tiny pretrainings (autoregressive, masked diffusion), with `step` and `objective`."""
+def pretrain_rows(study: str = "", backbone: str = "tiny-qwen2") -> pd.DataFrame:
+    """Loss curves of two tiny pretrainings, shaped like study/pretrain's table (length = sequence length,
+    Int64 `step`, `objective`)."""
     frames = []
     for objective, attention in (("autoregressive", "causal"), ("masked_diffusion", "bidirectional")):
         steps = np.repeat(np.arange(0, 100, 10), 2)
         metrics = ["train_loss", "val_loss"] * 10
-        rows = [dict(task="pretrain", length=None, depth=None, depth_bucket=None, query_id=None, metric=m,
+        rows = [dict(task="pretrain", length=512, depth=None, depth_bucket=None, query_id=None, metric=m,
                      value=5.0 * np.exp(-s / 50) + (1.5 if objective == "masked_diffusion" else 1.0)
                      + (0.1 if m == "val_loss" else 0.0))
                 for s, m in zip(steps, metrics)]
         identity = dict(study=study, trial=-1, run_id=f"pre-{objective}", run_name=f"pretrain-{objective}",
-                        created_at="2026-01-01T00:00:00+00:00", backbone="tiny-qwen2", attention=attention,
-                        pooling="mean", seed=0)
-        t = make_table(rows, identity)
-        t["step"] = steps
-        t["objective"] = objective
+                        created_at="2026-01-01T00:00:00+00:00", backbone=f"{backbone}-{objective}",
+                        attention=attention, pooling=None, seed=0)
+        t = make_table(rows, identity, {"objective": objective})
+        t["step"] = pd.array(steps, dtype="Int64")
         frames.append(t)
     return pd.concat(frames, ignore_index=True)
 
 
 def probe_rows(study: str = "fixture") -> pd.DataFrame:
-    """Attention-probe rows: far mass and forward/backward mass per relative position."""
+    """Rows shaped like study/probes.py: attention distance per length (per layer + layer-null average) and
+    context sensitivity per document and relative position (+ aggregates)."""
     frames = []
     for attention in ("bidirectional", "causal"):
-        rows = []
-        for depth in (0.1, 0.5, 0.9):
-            forward = 0.0 if attention == "causal" else 0.3 * (1 - depth)
-            rows += [dict(task="probe/attention", length=512, depth=depth, depth_bucket=None, query_id=None,
-                          metric="forward_mass_50", value=forward),
-                     dict(task="probe/attention", length=512, depth=depth, depth_bucket=None, query_id=None,
-                          metric="backward_mass_50", value=0.5 - forward / 2)]
+        rows, layers = [], []
+        for length in (256, 1024):
+            for layer in (0, 1, None):
+                forward = 0.0 if attention == "causal" else 0.2 + 0.05 * (layer or 0.5)
+                for metric, value in (("forward_mass_50", forward), ("far_mass_D64", 0.1 + length / 1e4)):
+                    rows.append(dict(task="probe/attention_distance", length=length, metric=metric, value=value))
+                    layers.append(layer)
+            for depth in (0.1, 0.5, 0.9):
+                after = 0.0 if attention == "causal" else 0.3 * (1 - depth)
+                for doc in range(2):
+                    rows.append(dict(task="probe/context_sensitivity", length=length, depth=depth,
+                                     query_id=f"d{doc}", metric="state_change_after", value=after))
+                    layers.append(None)
+                rows.append(dict(task="probe/context_sensitivity", length=length, depth=depth,
+                                 metric="state_change_after", value=after))
+                layers.append(None)
         identity = dict(study=study, trial=-1, run_id=f"probe-{attention}", run_name=f"probe-{attention}",
                         created_at="2026-01-01T00:00:00+00:00", backbone="tiny-qwen2", attention=attention,
                         pooling="mean", seed=1)
-        frames.append(make_table(rows, identity))
+        t = make_table(rows, identity)
+        t["layer"] = pd.array(layers, dtype="Int64")
+        frames.append(t)
     return pd.concat(frames, ignore_index=True)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from analysis_fixtures import make_results, write_study
+from analysis_fixtures import make_results, pretrain_rows, probe_rows, write_study
 
 from analysis import load, plots, stats, sweep, text
 from study.results import COLUMNS, DTYPES
@@ -141,14 +141,28 @@ def test_summary_text_reports_sizes_significance_and_disagreement(planted):
     by0 = stats.paired_differences(null, ["backbone", "pooling", "task", "length"], n_resamples=300)
     out0 = text.summary_text(null, head0, by0, long)
     assert "not significant after correction" in out0 and "Does not reproduce the paper" in out0
+    assert "No comparison possible" in text.verdict(head0.iloc[0:0])
+    one = null[null.seed == 1]
+    out1 = text.summary_text(one, stats.paired_differences(one, ["backbone", "pooling"], n_resamples=100), by0, long)
+    assert "1 training seed (1)" in out1 and "query sampling only" in out1
 
 
 # ----------------------------------------------------------------- loading
 
 
-def test_local_study_folder_round_trip(tmp_path, planted):
-    folder = write_study(tmp_path, make_results(n_queries=5, lengths=[256, 512]))
-    df = load.load_local(folder)
+def test_local_study_folder_round_trip_with_probes_and_pretraining(tmp_path, monkeypatch):
+    folder = write_study(tmp_path, make_results(n_queries=5, lengths=[256, 512], backbones=("tiny-ar",)))
+    (folder / "probe-run").mkdir()
+    probe_rows().to_parquet(folder / "probe-run" / "probes.parquet")
+    build = tmp_path / "cache" / "tiny-ar-abc"
+    build.mkdir(parents=True)
+    curves = pretrain_rows(backbone="tiny-ar").assign(backbone="tiny-ar")
+    curves.to_parquet(build / "results.parquet")
+    monkeypatch.setattr(load, "_pretrained_folder", lambda name: build if name == "tiny-ar" else None)
+    df = load.load_local(folder / "results.parquet")
+    assert set(df.task) == {"passkey", "needle", "pretrain", "probe/attention_distance", "probe/context_sensitivity"}
+    assert (df.task == "pretrain").sum() == len(curves) and df.step.notna().sum() == len(curves)
+    assert len(load.load_local(folder, companions=False)) == len(load.load_local(folder)) - len(curves) - len(probe_rows())
     assert list(df.columns[:len(COLUMNS)]) == COLUMNS and "optim.lr" in df
     assert str(df.value.dtype) == "float64" and str(df.length.dtype) == "Int64"
     assert load.parameter_columns(df) == ["backbone", "attention", "pooling", "seed", "optim.lr"]
@@ -309,7 +323,13 @@ def test_plots_build_figures(tmp_path, planted):
     path = plots.save_figure(fig, tmp_path / "figs", "forest")
     assert path.stat().st_size > 1000
     probes = plots.plot_probes(full)
-    assert list(probes) == ["probe/attention"]
+    assert list(probes) == ["probe/attention_distance", "probe/context_sensitivity"]
+    distance = probes["probe/attention_distance"].axes
+    assert [a.get_xlabel() for a in distance[:2]] == ["length", "length"] and len(distance[0].lines) == 2
+    sensitivity = probes["probe/context_sensitivity"].axes[0]
+    assert sensitivity.get_xlabel() == "depth" and len(sensitivity.lines) == 2 * 2  # attention x length
+    causal = [ln for ln in sensitivity.lines if "causal" in ln.get_label()]
+    assert all(np.allclose(ln.get_ydata(), 0) for ln in causal)
     assert plots.plot_pretraining(full) is not None
     assert plots.plot_pretraining(planted) is None and plots.plot_probes(planted) == {}
 

@@ -7,19 +7,27 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from analysis_fixtures import make_results, write_study
+from analysis_fixtures import make_results, pretrain_rows, probe_rows, write_study
 
+from analysis import load
 from analysis.report import NOTEBOOK_DIR, NOTEBOOKS
 from study.cli import main
 
 
 @pytest.mark.slow
 def test_report_executes_both_notebooks_on_a_fixture_study(tmp_path, monkeypatch, capsys):
-    df = make_results(effect=0.3, long_from=1024, n_queries=12, lengths=[256, 1024], seeds=(1, 2), extras=True)
+    df = make_results(effect=0.3, long_from=1024, n_queries=12, lengths=[256, 1024], seeds=(1, 2),
+                      backbones=("tiny-ar",))
     folder = write_study(tmp_path / "runs", df, optuna_db=True)
+    (folder / "trials" / "0").mkdir(parents=True)  # study probe writes next to a run's results
+    probe_rows().assign(backbone="tiny-ar").to_parquet(folder / "trials" / "0" / "probes.parquet")
+    build = tmp_path / "cache" / "tiny-ar-abc"  # a pretrained backbone's build folder (study/pretrain)
+    build.mkdir(parents=True)
+    pretrain_rows(backbone="tiny-ar").to_parquet(build / "results.parquet")
+    monkeypatch.setattr(load, "_pretrained_folder", lambda name: build if name == "tiny-ar" else None)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "reports"
-    rc = main(["report", "--results", str(folder), "--optuna", str(folder / "optuna.db"), "--out", str(out),
+    rc = main(["report", "--results", str(folder / "results.parquet"), "--optuna", str(folder / "optuna.db"), "--out", str(out),
                "--resamples", "300"])
     assert rc == 0
     printed = capsys.readouterr().out
@@ -27,7 +35,8 @@ def test_report_executes_both_notebooks_on_a_fixture_study(tmp_path, monkeypatch
 
     figures = {p.stem for p in (out / "figures").glob("*.png")}
     assert figures == {"score_vs_length", "depth_heatmap_needle", "depth_heatmap_passkey", "paired_differences",
-                       "probe_attention", "parameter_effects", "parameter_importances", "pretraining_loss"}
+                       "probe_attention_distance",
+                       "probe_context_sensitivity", "parameter_effects", "parameter_importances", "pretraining_loss"}
     main_html = (out / "bidirectionality_long_context.html").read_text()
     for heading in ("How does bidirectional attention affect long-context embeddings?", "Score vs document length",
                     "Document length x needle depth", "Paired differences: bidirectional - causal",
