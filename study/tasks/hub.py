@@ -167,19 +167,20 @@ def from_mteb_task(task, name: str | None = None) -> RetrievalTask:
     if not task.data_loaded:
         task.load_data()
     task.convert_v1_dataset_format_to_v2(num_proc=None)
+    parts = [(subset, split_name) for subset in sorted(task.dataset) for split_name in task.metadata.eval_splits
+             if task.dataset[subset].get(split_name)]
     splits = []
-    for subset in sorted(task.dataset):
-        for split_name in task.metadata.eval_splits:
-            data = task.dataset[subset].get(split_name)
-            if not data:
-                continue
-            corpus = {}
-            for row in data["corpus"]:
-                title = (row.get("title") or "").strip()
-                corpus[str(row["id"])] = f"{title}\n\n{row['text']}" if title else row["text"]
-            queries = {str(row["id"]): row["text"] for row in data["queries"] if isinstance(row["text"], str)}
-            qrels = {str(q): {str(d): int(s) for d, s in rel.items()} for q, rel in data["relevant_docs"].items()}
-            tail = split_name.rsplit("_", 1)[-1]
-            splits.append(real_split(queries, corpus, qrels, length=int(tail) if tail.isdigit() else None))
+    for subset, split_name in parts:
+        data = task.dataset[subset][split_name]
+        # Query ids are unique in the results table: several (subset, split) pools prefix theirs.
+        tag = f"{subset}/{split_name}/" if len(parts) > 1 and not split_name.startswith("test_") else ""
+        corpus = {}
+        for row in data["corpus"]:
+            title = (row.get("title") or "").strip()
+            corpus[str(row["id"])] = f"{title}\n\n{row['text']}" if title else row["text"]
+        queries = {tag + str(row["id"]): row["text"] for row in data["queries"] if isinstance(row["text"], str)}
+        qrels = {tag + str(q): {str(d): int(s) for d, s in rel.items()} for q, rel in data["relevant_docs"].items()}
+        tail = split_name.rsplit("_", 1)[-1]
+        splits.append(real_split(queries, corpus, qrels, length=int(tail) if tail.isdigit() else None))
     return RetrievalTask(name=name or f"mteb:{task.metadata.name}", query_instruction=INSTRUCTION, splits=splits,
                          description=f"mteb task {task.metadata.name}")
