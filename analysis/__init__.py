@@ -10,3 +10,8 @@ fixture tables with known answers (tests/test_analysis*.py).
     text     the plain-language summary (sample sizes, intervals, significance, the paper)
     report   `study report`: execute the notebooks, render HTML, log to W&B
 """
+
+import warnings as _warnings
+
+# Optuna imports tqdm.auto, which warns inside notebooks without ipywidgets; the report has no progress bars.
+_warnings.filterwarnings("ignore", message="IProgress not found")

@@ -285,7 +285,15 @@ def has_per_query(df: pd.DataFrame) -> bool:
     return bool(per_query(df, None).shape[0])
 
 
+# Swept config keys that the results table already holds as ablation columns.
+ABLATION_KEYS = {"model.backbone": "backbone", "model.attention": "attention", "model.pooling": "pooling"}
+
+
 def parameter_columns(df: pd.DataFrame) -> list[str]:
-    """The ablation columns plus every swept parameter (extra dotted columns)."""
-    extra = [c for c in df.columns if c not in COLUMNS and "." in c]
+    """The ablation columns plus every other swept parameter (extra dotted columns).
+
+    A sweep over model.attention also writes a `model.attention` column; it is the
+    `attention` column again, so it is left out (one name per parameter).
+    """
+    extra = [c for c in df.columns if c not in COLUMNS and "." in c and c not in ABLATION_KEYS]
     return list(ABLATION) + sorted(extra)

@@ -231,19 +231,24 @@ def _default_project() -> str:
 # --------------------------------------------------------------------------- notebook helpers
 
 
-def show(fig, output_dir: str | Path, name: str):
-    """In a notebook: save `fig` as <output_dir>/figures/<name>.png, display it once, close it."""
+def show(fig, output_dir: str | Path, name: str, missing: str = "") -> None:
+    """In a notebook: save `fig` as <output_dir>/figures/<name>.png, display it once, close it.
+
+    `fig` None (nothing to plot) displays the `missing` note instead. Returns None so a
+    notebook cell ending in show(...) prints nothing else.
+    """
     import matplotlib.pyplot as plt
-    from IPython.display import display
+    from IPython.display import Markdown, display
 
     from analysis.plots import save_figure
 
     if fig is None:
-        return None
-    path = save_figure(fig, Path(output_dir) / "figures", name)
+        if missing:
+            display(Markdown(f"*{missing}*"))
+        return
+    save_figure(fig, Path(output_dir) / "figures", name)
     display(fig)
     plt.close(fig)
-    return path
 
 
 def save_table(df: pd.DataFrame, output_dir: str | Path, name: str) -> Path:

@@ -49,9 +49,13 @@ def describe_difference(r, metric: str) -> str:
     cell = f"{r.backbone} / {r.pooling}"
     core = (f"{cell}: bidirectional {100 * r.bidirectional:.1f} vs causal {100 * r.causal:.1f} {metric} points, "
             f"difference {points(r['diff'])} [95% CI {points(r.ci_low)}, {points(r.ci_high)}], "
-            f"p = {r.p_value:.3g} (corrected {r.p_adjusted:.3g}; {r.n_seeds} seeds x {r.n_queries} queries)")
+            f"p = {r.p_value:.3g} (corrected {r.p_adjusted:.3g}; {_plural(r.n_seeds, 'seed')} x "
+            f"{_plural(r.n_queries, 'query').replace('querys', 'queries')})")
     if not r.significant:
-        return core + " - not significant after correction."
+        if r.ci_high >= PAPER_GAP:
+            return core + " - not significant after correction; the interval still reaches the paper's +20 " \
+                          "points, so this study is too small to rule that effect out."
+        return core + " - not significant after correction, and the interval excludes the paper's +20 points."
     if r["diff"] < 0:
         return core + " - significant, and causal attention is better."
     if r.ci_high < PAPER_GAP:

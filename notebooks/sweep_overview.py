@@ -59,8 +59,8 @@ display(trials)
 effects = sweep.parameter_effects(trials, params)
 save_table(effects, output_dir, "parameter_effects")
 display(effects.round(4))
-if show(sweep.plot_parameter_effects(effects), output_dir, "parameter_effects") is None:
-    display(Markdown("*No parameter varies across completed trials.*"))
+show(sweep.plot_parameter_effects(effects), output_dir, "parameter_effects",
+     missing="No parameter varies across completed trials.")
 
 # %% [markdown]
 # ## Parameter importances (Optuna, fANOVA)
@@ -75,5 +75,5 @@ if importance is not None:
 # ## Pretraining loss curves
 
 # %%
-if show(plots.plot_pretraining(df), output_dir, "pretraining_loss") is None:
-    display(Markdown("*No pretraining curves in these results (task `pretrain` rows with a `step` column).*"))
+show(plots.plot_pretraining(df), output_dir, "pretraining_loss",
+     missing="No pretraining curves in these results (task `pretrain` rows with a `step` column).")

@@ -46,6 +46,7 @@ def test_report_executes_both_notebooks_on_a_fixture_study(tmp_path, monkeypatch
     assert "significant, bidirectional is better" in main_html and "Agrees with the paper" in main_html
     assert "p_adjusted" in main_html and main_html.count("data:image/png;base64") >= 5
     assert "def " not in main_html and "import " not in main_html  # code hidden, results shown
+    assert "PosixPath" not in main_html and "Warning" not in main_html
 
     summary = (out / "summary.md").read_text()
     assert "lengths 1024 tokens" in summary
@@ -55,6 +56,7 @@ def test_report_executes_both_notebooks_on_a_fixture_study(tmp_path, monkeypatch
                     "Parameter importances", "fANOVA over 4 completed trials", "Pretraining loss curves"):
         assert heading in sweep_html, heading
 
+    assert "Warning" not in sweep_html
     pointer = json.loads((out / "wandb.json").read_text())
     assert pointer["mode"] == "offline" and pointer["group"]
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))
