@@ -4,6 +4,8 @@
     study config [--config FILE] [key=value ...]    print the resolved config (validation only)
     study backbones                                 list registered backbones
     study tasks                                     list evaluation tasks
+    study sweep SPEC [--workers N] [--storage URL]  Optuna sweep of ablation runs (study/sweep/)
+    study status STUDY [--storage URL]              trials, states and failures of a sweep
     study eval [RUN | bm25] [key=value ...]         score a trained run, an off-the-shelf model or BM25 on tasks
     study build-task pydocs                         build the offline real-text task (fetches python3.11-doc)
     study report --study NAME | --results PATH ... | --wandb ENTITY/PROJECT --group G   notebooks -> reports/
@@ -134,7 +136,21 @@ def cmd_build_task(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from study.sweep import run_sweep
+
+    return run_sweep(args.spec, workers=args.workers, storage=args.storage, study_name=args.study_name,
+                     worker_only=args.worker)
+
+
+def cmd_status(args) -> int:
+    from study.sweep.status import print_status, status_url
+
+    return print_status(args.study, status_url(args.study, args.storage))
+
+
 COMMANDS = {"train": cmd_train, "config": cmd_config, "backbones": cmd_backbones, "tasks": cmd_tasks}
+COMMANDS.update(sweep=cmd_sweep, status=cmd_status)
 COMMANDS.update({"eval": cmd_eval, "build-task": cmd_build_task})
 
 
@@ -164,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(sub.add_parser("config", help="validate and print the resolved config"))
     sub.add_parser("backbones", help="list registered backbones")
     sub.add_parser("tasks", help="list evaluation tasks")
+    p = sub.add_parser("sweep", help="run an Optuna sweep of ablation runs (sweeps/*.yaml)")
+    p.add_argument("spec", help="sweep file, e.g. sweeps/attention_pooling.yaml")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes on the same study (default 1)")
+    p.add_argument("--storage", help="Optuna storage: RDB URL (postgresql://user@host/db) or a .log/.journal file "
+                                     "(default sqlite:///runs/<study>/optuna.db)")
+    p.add_argument("--study-name", help="study name (default: the spec's name)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a spawned worker: no set-up
+    p = sub.add_parser("status", help="trials, states, params, objective and failures of a sweep")
+    p.add_argument("study", help="study name (runs/<study>/optuna.db) or use --storage")
+    p.add_argument("--storage", help="Optuna storage URL or journal file")
     p = sub.add_parser("eval", help="score a trained run, an off-the-shelf model or BM25 on evaluation tasks")
     p.add_argument("--config", help="YAML file of config keys (off-the-shelf models and bm25 only)")
     p.add_argument("args", nargs="*", metavar="RUN|bm25|key=value",

@@ -51,11 +51,13 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_id: str, name: str, extra_co
 
 
 def finish(logger, run_dir: Path, summary: dict | None = None, tables: dict | None = None,
-           exit_code: int = 0) -> None:
+           exit_code: int = 0, extra_tags: list[str] | None = None) -> None:
     """Write final metrics, a pointer file next to the results, and close the run."""
     import wandb
 
     run = logger.experiment
+    if extra_tags:
+        run.tags = tuple(run.tags or ()) + tuple(extra_tags)
     if summary:
         run.summary.update(summary)
     for key, df in (tables or {}).items():
@@ -65,6 +67,7 @@ def finish(logger, run_dir: Path, summary: dict | None = None, tables: dict | No
         "name": run.name,
         "project": run.project,
         "group": run.group,
+        "tags": list(run.tags or ()),
         "mode": wandb_mode_of(run),
         "dir": str(Path(run.dir).parent) if run.dir else None,
     }

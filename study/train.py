@@ -190,9 +190,12 @@ def train_and_evaluate(
     t0 = time.perf_counter()
     try:
         trainer.fit(module, train_loader, val_loader)
-    except BaseException:
+    except BaseException as e:
         if trainer.is_global_zero:
-            finish(logger, run_dir, exit_code=1)
+            # A sweep's pruner stops a trial by raising optuna.TrialPruned: a finished run tagged "pruned".
+            pruned = type(e).__name__ == "TrialPruned"
+            finish(logger, run_dir, exit_code=0 if pruned else 1, extra_tags=["pruned"] if pruned else None,
+                   summary={"state": "pruned"} if pruned else None)
         raise
     train_seconds = time.perf_counter() - t0
     if not trainer.is_global_zero:

@@ -1,0 +1,378 @@
+"""Create a study once, queue its grid once, and let worker processes run trials in-process.
+
+Why in-process: a trial is one call of study.train.train_and_evaluate inside a
+long-lived worker, so Python, torch, Lightning and transformers are imported once
+per worker instead of once per trial (a fresh `study train` process spends several
+seconds on imports alone). Isolation comes from the try/except around each trial:
+an exception, a NaN loss (FloatingPointError) or an out-of-memory error marks the
+trial FAIL with its reason (user attr fail_reason) and the worker goes on. A worker
+that dies outright (SIGKILL, power loss) stops its storage heartbeat; another
+worker notices and re-queues the cell.
+
+No duplicates, none skipped: the parent creates the study and enqueues every grid
+cell (params x seeds) that has no live trial yet, before any worker starts; workers
+only pop WAITING trials (Optuna's GridSampler would run cells twice with several
+workers). Two machines that enqueue at the same moment can queue a cell twice: the
+higher-numbered copy notices at its start and ends as FAIL with user attr
+skipped = "duplicate of trial k", so every cell still completes exactly once.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from study.config import ConfigError, load_config
+from study.paths import file_lock
+from study.sweep.spec import NAME, SweepSpec, cell_key, dotlist, load_spec
+from study.sweep.storage import default_url, mask_url, open_storage
+
+log = logging.getLogger(__name__)
+
+# The storage URL reaches worker subprocesses through the environment, not argv,
+# so a password in it never shows in `ps`.
+STORAGE_ENV = "STUDY_SWEEP_STORAGE"
+LIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
+TABLE = "results.parquet"
+
+
+class SkippedTrial(Exception):
+    """A trial that must not run: its cell is already covered, or no queued cell was left."""
+
+
+@dataclass
+class Sweep:
+    spec: SweepSpec
+    name: str
+    study_dir: Path
+    storage_url: str  # may hold a password: log mask_url(storage_url) only
+    spec_path: Path
+
+    def storage(self):
+        return open_storage(self.storage_url, self.spec.heartbeat_interval, self.spec.grace_period,
+                            self.spec.max_retries)
+
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        # Grid trials take their params from the queue; the sampler only matters for tpe/random.
+        return optuna.samplers.TPESampler() if self.spec.sampler == "tpe" else optuna.samplers.RandomSampler()
+
+    def pruner(self) -> optuna.pruners.BasePruner:
+        p = self.spec.pruner
+        if p["type"] == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=p.get("n_startup_trials", 5),
+                                               n_warmup_steps=p.get("n_warmup_steps", 0))
+        if p["type"] == "threshold":
+            return optuna.pruners.ThresholdPruner(lower=p.get("lower"), upper=p.get("upper"),
+                                                  n_warmup_steps=p.get("n_warmup_steps", 0))
+        return optuna.pruners.NopPruner()
+
+    def load(self) -> optuna.Study:
+        return optuna.load_study(study_name=self.name, storage=self.storage(), sampler=self.sampler(),
+                                 pruner=self.pruner())
+
+
+def make_sweep(spec_path: str | Path, storage: str | None = None, study_name: str | None = None) -> Sweep:
+    spec = load_spec(spec_path)
+    name = study_name or spec.name
+    if not NAME.fullmatch(name):
+        raise ConfigError(f"--study-name {name!r} must be a folder-safe name (letters, digits, . _ + -)")
+    base = load_config(None, dotlist(spec.base))
+    study_dir = (Path(base.output_dir) / name).resolve()
+    url = storage or os.environ.get(STORAGE_ENV) or default_url(study_dir)
+    return Sweep(spec, name, study_dir, url, Path(spec_path))
+
+
+# ---------------------------------------------------------------- the study, created once
+
+
+def prepare_study(sweep: Sweep) -> optuna.Study:
+    """Create (or reopen) the study, check it was made from the same spec, queue missing grid cells."""
+    spec = sweep.spec
+    sweep.study_dir.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(study_name=sweep.name, storage=sweep.storage(), sampler=sweep.sampler(),
+                                pruner=sweep.pruner(), direction=spec.direction, load_if_exists=True)
+    stored = study.user_attrs.get("sweep_spec")
+    if stored is None:
+        study.set_user_attr("sweep_spec", spec.raw)
+        study.set_user_attr("study_dir", str(sweep.study_dir))
+        study.set_user_attr("objective", spec.metric)
+    elif _normal(stored) != _normal(spec.raw):
+        raise ConfigError(f"study {sweep.name!r} in {mask_url(sweep.storage_url)} was created from a different "
+                          "sweep spec (space, base, seeds, sampler, objective or budget changed); "
+                          "resume it with the original file or choose another --study-name")
+    if study.direction.name.lower() != spec.direction:
+        raise ConfigError(f"study {sweep.name!r} already exists with direction {study.direction.name.lower()}")
+    _copy_spec(sweep)
+    if spec.grid:
+        queued = enqueue_cells(study, spec)
+        log.info("study %s: %d grid cells, %d newly queued (storage %s)", sweep.name, len(spec.cells()), queued,
+                 mask_url(sweep.storage_url))
+    return study
+
+
+def _normal(raw: dict) -> str:
+    return json.dumps(raw, sort_keys=True, default=str)
+
+
+def _copy_spec(sweep: Sweep) -> None:
+    target = sweep.study_dir / "sweep.yaml"
+    if not target.exists():
+        shutil.copyfile(sweep.spec_path, target)
+
+
+def trial_cell(t: optuna.trial.FrozenTrial) -> str:
+    return cell_key(t.system_attrs.get("fixed_params") or t.params)
+
+
+def enqueue_cells(study: optuna.Study, spec: SweepSpec) -> int:
+    """Queue each cell that has no live trial (WAITING, RUNNING, COMPLETE, PRUNED): resume, and retry FAILs."""
+    covered = {trial_cell(t) for t in study.get_trials(deepcopy=False, states=LIVE)}
+    n = 0
+    for params in spec.cells():
+        if cell_key(params) not in covered:
+            study.enqueue_trial(params)
+            n += 1
+    return n
+
+
+# ---------------------------------------------------------------- one trial
+
+
+class TrialRunner:
+    """The objective: one trial = one train_and_evaluate in this process, in runs/<study>/trials/<n>/."""
+
+    def __init__(self, sweep: Sweep):
+        self.sweep = sweep
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._run(trial)
+        except (SkippedTrial, optuna.TrialPruned):
+            raise
+        except BaseException as e:  # recorded, then Optuna marks the trial FAIL and the worker goes on
+            trial.set_user_attr("fail_reason", _reason(e))
+            _close_wandb()
+            gc.collect()
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
+        started = time.perf_counter()
+        spec = self.sweep.spec
+        system_attrs = trial.storage.get_trial(trial._trial_id).system_attrs
+        if spec.grid and "fixed_params" not in system_attrs:
+            trial.set_user_attr("skipped", "nothing queued")
+            raise SkippedTrial("no queued grid cell was left (another worker took the last one)")
+        params = spec.suggest(trial)
+        if spec.grid:
+            self._check_owner(trial, params)
+        run_dir = self.sweep.study_dir / "trials" / str(trial.number)
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        self._adopt_finished_run(trial, run_dir, system_attrs.get("retry_history", []))
+        train_s = eval_s = 0.0
+        if (run_dir / TABLE).exists():  # finished before its worker died: never train it again
+            import pandas as pd
+
+            scores = summary_of(pd.read_parquet(run_dir / TABLE))
+            trial.set_user_attr("reused_results", True)
+        else:
+            try:
+                result = self._train(trial, params, run_dir)
+            except optuna.TrialPruned as e:
+                trial.set_user_attr("pruned", str(e))
+                raise
+            scores, train_s, eval_s = result.summary, result.train_seconds, result.eval_seconds
+        if spec.metric not in scores:
+            raise KeyError(f"objective.metric {spec.metric!r} not in the run's summary ({', '.join(sorted(scores))})")
+        wall = time.perf_counter() - started
+        for key, value in (("train_seconds", train_s), ("eval_seconds", eval_s), ("trial_seconds", wall),
+                           ("overhead_seconds", wall - train_s - eval_s)):
+            trial.set_user_attr(key, round(value, 3))
+        rebuild_table(self.sweep.study_dir)
+        log.info("trial %d %s -> %s=%.4f in %.1fs (train %.1fs, eval %.1fs, overhead %.1fs)", trial.number,
+                 " ".join(spec.tags(params)), spec.metric, scores[spec.metric], wall, train_s, eval_s,
+                 wall - train_s - eval_s)
+        return scores[spec.metric]
+
+    def _train(self, trial: optuna.Trial, params: dict, run_dir: Path):
+        from study.train import train_and_evaluate
+
+        spec, name = self.sweep.spec, self.sweep.name
+        per_trial = {"run_name": f"trial-{trial.number}", "output_dir": str(run_dir.parent),
+                     "wandb.group": name, "wandb.job_type": "train"}
+        cfg = load_config(None, spec.overrides(params) + dotlist(per_trial))
+        callbacks = [] if spec.pruner["type"] == "none" else [step_pruning_callback(trial)]
+        return train_and_evaluate(
+            cfg, run_dir=run_dir, identity={"study": name, "trial": trial.number},
+            extra_columns={k: v for k, v in params.items() if k in spec.space},
+            callbacks=tuple(callbacks), wandb_tags=spec.tags(params),
+        )
+
+    @staticmethod
+    def _check_owner(trial: optuna.Trial, params: dict) -> None:
+        """The lowest-numbered live trial of a cell owns it; a later copy (double enqueue) steps aside."""
+        key = cell_key(params)
+        for t in trial.study.get_trials(deepcopy=False, states=LIVE):
+            if t.number < trial.number and trial_cell(t) == key:
+                trial.set_user_attr("skipped", f"duplicate of trial {t.number}")
+                raise SkippedTrial(f"cell already covered by trial {t.number}")
+
+    def _adopt_finished_run(self, trial: optuna.Trial, run_dir: Path, retry_history: list[int]) -> None:
+        """A retried trial whose first attempt wrote its results before dying: take that folder over."""
+        for old in reversed(retry_history):
+            old_dir = run_dir.parent / str(old)
+            if (old_dir / TABLE).exists() and not run_dir.exists():
+                import pandas as pd
+
+                from study.results import write_table
+
+                os.replace(old_dir, run_dir)
+                table = pd.read_parquet(run_dir / TABLE)
+                write_table(table.assign(trial=trial.number), run_dir / TABLE)
+                log.info("trial %d: reusing the finished results of trial %d", trial.number, old)
+                return
+
+
+def step_pruning_callback(trial: optuna.Trial):
+    """optuna-integration's Lightning callback, reporting at the global step.
+
+    The stock callback reports at the epoch; our runs validate every
+    trainer.val_check_interval steps inside one epoch, so every report after the
+    first would land on step 0 and be ignored. pruner.n_warmup_steps counts steps."""
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    class StepPruningCallback(PyTorchLightningPruningCallback):
+        def on_validation_end(self, trainer, pl_module) -> None:
+            score = trainer.callback_metrics.get(self.monitor)
+            if self.is_ddp_backend or trainer.sanity_checking or score is None:
+                return super().on_validation_end(trainer, pl_module)
+            step = trainer.global_step
+            self._trial.report(score.item(), step=step)
+            if self._trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step} ({self.monitor}={score.item():.3f})")
+
+    return StepPruningCallback(trial, monitor="val/accuracy")
+
+
+def summary_of(table) -> dict[str, float]:
+    """The run summary (average/<metric>, <task>/<metric>, ...) rebuilt from a results table."""
+    from study.evaluate import summary
+
+    rows = table.astype(object).where(table.notna(), None).to_dict("records")
+    return summary(rows)
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
+
+
+def _close_wandb() -> None:
+    """A run that crashed after training leaves its W&B run open; finish it as failed."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.run.finish(exit_code=1)
+    except Exception as e:  # never let cleanup hide the trial's own error
+        log.warning("could not close the W&B run: %s", e)
+
+
+def rebuild_table(study_dir: Path) -> Path | None:
+    """runs/<study>/results.parquet = the union of finished trials (under a lock: workers race)."""
+    from study.results import read_results, write_table
+
+    if not (study_dir / "trials").is_dir():
+        return None
+    with file_lock(study_dir / ".results.lock"):
+        try:
+            table = read_results(study_dir)
+        except FileNotFoundError:
+            return None
+        table = table.sort_values(["trial", "task"], kind="stable").reset_index(drop=True)
+        return write_table(table, study_dir / TABLE)
+
+
+# ---------------------------------------------------------------- workers
+
+
+def _quiet_optuna() -> None:
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+
+
+def budget_used(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """tpe/random trials that count against n_trials: not skipped, not failed-then-retried."""
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return sum(1 for t in trials if not (t.state == TrialState.FAIL and ("skipped" in t.user_attrs or t.number in retried)))
+
+
+def work(sweep: Sweep) -> int:
+    """One worker: pop queued trials (grid) or ask the sampler (tpe/random) until the study is done.
+
+    A grid worker with nothing left to pop waits while other trials are RUNNING: one
+    may belong to a dead worker, and its cell comes back once the heartbeat is stale."""
+    from optuna.storages import fail_stale_trials
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    _quiet_optuna()
+    study = sweep.load()
+    runner = TrialRunner(sweep)
+    spec = sweep.spec
+    beats = is_heartbeat_enabled(study._storage)
+    while True:
+        if beats:
+            fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        states = Counter(t.state for t in trials)
+        if not states[TrialState.WAITING]:
+            if spec.grid:
+                if states[TrialState.RUNNING] and beats:
+                    time.sleep(min(spec.heartbeat_interval, 5))
+                    continue
+                break
+            if budget_used(trials) >= spec.n_trials:
+                break
+        study.optimize(runner, n_trials=1, catch=(Exception,), gc_after_trial=True)
+    return 0
+
+
+def run_sweep(spec_path: str | Path, workers: int = 1, storage: str | None = None, study_name: str | None = None,
+              worker_only: bool = False) -> int:
+    """`study sweep`: validate, create the study and queue the grid once, then run N workers."""
+    if workers < 1:
+        raise ConfigError(f"--workers {workers} must be >= 1")
+    _quiet_optuna()
+    sweep = make_sweep(spec_path, storage, study_name)
+    if worker_only:
+        return work(sweep)
+    prepare_study(sweep)
+    if workers == 1:
+        work(sweep)
+    else:
+        env = {**os.environ, STORAGE_ENV: sweep.storage_url}
+        # Workers share this machine's cores: without a setting of its own, each gets its share of
+        # threads (oversubscribed torch threads spin and slow everyone down).
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+        cmd = [sys.executable, "-m", "study.cli", "sweep", str(spec_path), "--study-name", sweep.name, "--worker"]
+        procs = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            log.warning("worker exit codes: %s", codes)
+    from study.sweep.status import print_status
+
+    return print_status(sweep.name, sweep.storage_url)

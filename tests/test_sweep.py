@@ -1,0 +1,325 @@
+"""Optuna sweeps: spec validation, dispatch, failures, pruning, W&B runs, the study table.
+
+The tests that need concurrency or SIGKILL run real `study sweep` worker processes
+(SQLite and PostgreSQL storage); the rest run workers in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from study.cli import main
+from study.config import ConfigError
+from study.sweep.spec import load_spec
+from study.sweep.storage import mask_url, open_storage
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+TINY_BASE = {
+    "trainer": {"max_steps": 3, "batch_size": 4, "val_check_interval": 3, "log_every_n_steps": 1},
+    "data": {"num_pairs": 32, "num_val_pairs": 8, "doc_max_words": 80},
+    "eval": {"lengths": [128], "num_queries": 4, "num_docs": 8, "tasks": ["passkey"]},
+    "model": {"max_length": 128},
+    "save_model": False,
+}
+GRID = {"model.attention": {"type": "categorical", "choices": ["bidirectional", "causal"]},
+        "model.pooling": {"type": "categorical", "choices": ["mean", "last_token"]}}
+
+
+def write_spec(tmp_path: Path, name: str = "tiny", **changes) -> Path:
+    spec = {"name": name, "base": {**TINY_BASE, "output_dir": str(tmp_path / "runs")}, "space": GRID,
+            "sampler": "grid", "seeds": [0], "objective": {"metric": "average/ndcg_at_1", "direction": "maximize"},
+            "heartbeat": {"interval": 1, "grace_period": 3}}
+    spec.update(changes)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def cells(study: optuna.Study) -> Counter:
+    return Counter(json.dumps({k: v for k, v in sorted(t.params.items())})
+                   for t in study.get_trials(states=(TrialState.COMPLETE,)))
+
+
+def wandb_records(run_file: Path) -> list:
+    """Decode an offline run-*.wandb file (LevelDB log format of wandb Record protobufs)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, block, out, buf = run_file.read_bytes(), 7, 32768, [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and length == 0:
+            break
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 1:
+            out.append(chunk)
+        elif kind in (2, 3):
+            buf = (buf if kind == 3 else b"") + chunk
+        elif kind == 4:
+            out.append(buf + chunk)
+    records = []
+    for raw in out:
+        rec = pb.Record()
+        rec.ParseFromString(raw)
+        records.append(rec)
+    return records
+
+
+def wandb_run_info(trial_dir: Path) -> dict:
+    files = list(trial_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 1, files
+    runs = [r.run for r in wandb_records(files[0]) if r.WhichOneof("record_type") == "run"]
+    exits = [r.exit.exit_code for r in wandb_records(files[0]) if r.WhichOneof("record_type") == "exit"]
+    config = {item.key: json.loads(item.value_json) for item in runs[0].config.update}
+    return {"group": runs[0].run_group, "name": runs[0].display_name, "job_type": runs[0].job_type,
+            "tags": set(runs[-1].tags), "config": config, "exit": exits}
+
+
+# ---------------------------------------------------------------- validation (fast)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"space": {"model.atention": GRID["model.attention"]}}, "unknown config key 'model.atention'. Did you mean 'model.attention'"),
+    ({"space": {"model.pooling": {"type": "categorical", "choices": []}}}, "must be a non-empty list"),
+    ({"space": {"model.pooling": {"type": "categorical", "choices": ["mean", "sum"]}}}, "'sum' is not valid; choose one of: mean, last_token"),
+    ({"space": {"seed": {"type": "categorical", "choices": [0, 1]}}}, "use `seeds: [...]`"),
+    ({"space": {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-3}}}, "sampler=grid needs categorical or int"),
+    ({"space": {"optim.lr": {"type": "flaot", "low": 1, "high": 2}}}, "type='flaot' is not valid; choose one of: categorical, int, float"),
+    ({"sampler": "bayes"}, "sampler='bayes' is not valid; choose one of: grid, tpe, random"),
+    ({"objective": {"metric": "average/ndcg@1"}}, "objective.metric='average/ndcg@1' is not reported"),
+    ({"objective": {"metric": "needle/ndcg_at_1"}}, "task in ['passkey']"),
+    ({"objective": {"metric": "passkey/512/ndcg_at_1"}}, "length in [128]"),
+    ({"objective": {"metric": "average/ndcg_at_1", "direction": "up"}}, "direction='up' is not valid; choose one of: maximize, minimize"),
+    ({"seeds": []}, "seeds=[] must be a non-empty list"),
+    ({"n_trials": 4}, "n_trials=4 is for sampler tpe | random"),
+    ({"sampler": "tpe", "space": GRID}, "n_trials=None must be a positive integer"),
+    ({"sampler": "tpe", "n_trials": 3, "seeds": [0, 1]}, "give one seed"),
+    ({"pruner": {"type": "median"}}, "pruner must be none for sampler=grid"),
+    ({"pruner": {"type": "hyperband"}}, "pruner.type='hyperband' is not valid; choose one of: median, threshold, none"),
+    ({"budget": 3}, "unknown key 'budget'; valid keys: name, description"),
+    ({"base": {"trainer": {"max_step": 3}}}, "unknown config key 'trainer.max_step'"),
+    ({"base": {**TINY_BASE, "seed": 3}}, "base may not set 'seed'"),
+])
+def test_bad_specs_are_refused_before_anything_starts(tmp_path, change, message):
+    path = write_spec(tmp_path, **change)
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    assert message in str(err.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_exit_code_2_and_no_study_on_bad_spec(tmp_path, capsys):
+    path = write_spec(tmp_path, space={"model.pooling": {"type": "categorical", "choices": ["mean", "sum"]}})
+    assert main(["sweep", str(path)]) == 2
+    assert "'sum' is not valid" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    assert main(["status", "nope", "--storage", f"sqlite:///{tmp_path}/x.db"]) == 2
+    assert "no study 'nope'" in capsys.readouterr().err
+
+
+def test_grid_cells_and_shipped_sweeps_are_valid():
+    root = Path(__file__).parent.parent / "sweeps"
+    grid = load_spec(root / "attention_pooling.yaml")
+    assert grid.sampler == "grid" and len(grid.seeds) == 3
+    cells = grid.cells()
+    assert len(cells) == len({json.dumps(c, sort_keys=True) for c in cells})
+    assert {c["model.attention"] for c in cells} == {"bidirectional", "causal"}
+    assert {"mean", "last_token"} <= {c["model.pooling"] for c in cells}
+    assert len(cells) == 3 * 2 * len({c["model.pooling"] for c in cells}) * len({c["model.backbone"] for c in cells})
+    tune = load_spec(root / "tune_lr_temperature.yaml")
+    assert tune.sampler == "tpe" and tune.pruner["type"] == "median"
+    assert tune.space["optim.lr"].log and tune.space["loss.temperature"].log
+
+
+def test_credentials_are_masked():
+    assert mask_url("postgresql://bob:s3cret@db:5432/x") == "postgresql://bob:***@db:5432/x"
+    assert "s3cret" not in mask_url("mysql://db/x?user=bob&password=s3cret")
+    assert mask_url("sqlite:///runs/a/optuna.db") == "sqlite:///runs/a/optuna.db"
+
+
+# ---------------------------------------------------------------- dispatch without training (fast)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "journal"])
+def test_crashing_trial_is_recorded_and_the_sweep_goes_on_then_rerun_retries_it(tmp_path, monkeypatch, capsys,
+                                                                                 backend):
+    """A trial raising (here the NaN-loss error study/module.py raises) ends FAIL with its reason;
+    the worker runs the other cells; re-running the command re-queues only the failed cell."""
+    from study.sweep import dispatch
+    from study.train import RunResult
+
+    calls = []
+
+    def fake_train(self, trial, params, run_dir):
+        calls.append(params["model.pooling"])
+        if params["model.pooling"] == "last_token" and len(calls) <= 2:
+            raise FloatingPointError("non-finite training loss (nan) at step 2")
+        return RunResult(run_dir, "x", "x", {"average/ndcg_at_1": 0.5 + len(calls) / 100}, pd.DataFrame())
+
+    monkeypatch.setattr(dispatch.TrialRunner, "_train", fake_train)
+    path = write_spec(tmp_path, space={"model.pooling": GRID["model.pooling"]})
+    url = f"sqlite:///{tmp_path}/runs/tiny/optuna.db" if backend == "sqlite" else str(tmp_path / "shared" / "s.journal")
+    storage = ["--storage", url] if backend == "journal" else []
+    assert main(["sweep", str(path), *storage]) == 1  # a cell has no COMPLETE trial
+    out = capsys.readouterr().out
+    assert "FloatingPointError: non-finite training loss" in out and "COMPLETE 1" in out and "FAIL 1" in out
+    study = optuna.load_study(study_name="tiny", storage=dispatch.open_storage(url))
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 1 and failed[0].params["model.pooling"] == "last_token"
+    assert failed[0].user_attrs["fail_reason"].startswith("FloatingPointError")
+
+    assert main(["sweep", str(path), *storage]) == 0
+    study = optuna.load_study(study_name="tiny", storage=dispatch.open_storage(url))
+    assert sorted(calls) == ["last_token", "last_token", "mean"]  # COMPLETE "mean" never reran
+    assert set(cells(study).values()) == {1} and len(cells(study)) == 2
+    assert main(["status", "tiny", "--storage", url]) == 0
+
+
+# ---------------------------------------------------------------- real trials
+
+
+@pytest.mark.slow
+def test_tpe_pruning_marks_trials_pruned_in_storage_and_wandb(tmp_path):
+    from study.sweep import run_sweep
+
+    path = write_spec(
+        tmp_path, name="prune", sampler="tpe", n_trials=2,
+        space={"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True}},
+        base={**TINY_BASE, "output_dir": str(tmp_path / "runs"),
+              "trainer": {**TINY_BASE["trainer"], "val_check_interval": 1}},
+        # val/accuracy is at most 1, so a lower threshold above 1 prunes at the first report.
+        pruner={"type": "threshold", "lower": 1.01, "n_warmup_steps": 0},
+    )
+    run_sweep(path)
+    study = optuna.load_study(study_name="prune", storage=f"sqlite:///{tmp_path}/runs/prune/optuna.db")
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.PRUNED]
+    for t in trials:
+        assert list(t.intermediate_values) == [1]  # reported at the global step
+        assert 1e-4 <= t.params["optim.lr"] <= 1e-3
+        trial_dir = tmp_path / "runs" / "prune" / "trials" / str(t.number)
+        assert not (trial_dir / "results.parquet").exists()
+        info = wandb_run_info(trial_dir)
+        assert "pruned" in info["tags"] and info["exit"] == [0] and info["group"] == "prune"
+        assert "pruned" in json.loads((trial_dir / "wandb.json").read_text())["tags"]
+
+
+def _postgres_or_skip() -> str:
+    try:
+        import psycopg2
+
+        psycopg2.connect(POSTGRES, connect_timeout=3).close()
+    except Exception as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but PostgreSQL at {POSTGRES} is unreachable: {e}")
+        pytest.skip(f"no PostgreSQL at {POSTGRES}: {e}")
+    # trust auth accepts any password: one in the URL checks that it never leaks.
+    return "postgresql://postgres:hunter2secret@127.0.0.1:5432/test"
+
+
+def _study_cmd(*args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "study"), *args]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_workers_killed_mid_trial_then_resumed_cover_the_grid_exactly_once(tmp_path, backend):
+    """2 worker processes on a 4-cell grid; SIGKILL everything mid-trial (a machine dying); run
+    the same command again: every cell COMPLETE exactly once, finished trials' files untouched."""
+    name = f"kill-{uuid.uuid4().hex[:8]}"
+    path = write_spec(tmp_path, name=name)
+    study_dir = tmp_path / "runs" / name
+    url = _postgres_or_skip() if backend == "postgresql" else f"sqlite:///{study_dir}/optuna.db"
+    cmd = _study_cmd("sweep", str(path), "--workers", "2") + (["--storage", url] if backend != "sqlite" else [])
+    log1 = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(cmd, stdout=log1, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        storage = open_storage(url) if backend != "sqlite" else None
+        deadline = time.time() + 900  # a cold cache (tokenizer, pairs) on a busy machine is slow
+        while time.time() < deadline:
+            time.sleep(0.5)
+            try:
+                study = optuna.load_study(study_name=name, storage=storage or url)
+            except Exception:
+                continue
+            states = Counter(t.state for t in study.get_trials())
+            if states[TrialState.COMPLETE] >= 1 and states[TrialState.RUNNING] >= 1:
+                break
+        else:
+            pytest.fail("no trial completed: " + (tmp_path / "first.log").read_text()[-2000:])
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the parent and both workers, mid-trial
+        first.wait()
+    study = optuna.load_study(study_name=name, storage=storage or url)
+    done = {t.number for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    killed = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))}
+    assert done and killed
+    kept = {n: (study_dir / "trials" / str(n) / "results.parquet").read_bytes() for n in done}
+    kept_wandb = {n: sorted(p.name for p in (study_dir / "trials" / str(n)).glob("wandb/offline-run-*/*.wandb"))
+                  for n in done}
+
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    study = optuna.load_study(study_name=name, storage=storage or url)
+    try:
+        complete = study.get_trials(states=(TrialState.COMPLETE,))
+        assert len(cells(study)) == 4 and set(cells(study).values()) == {1}
+        for t in study.get_trials(deepcopy=False):
+            if t.number in killed:  # detected by heartbeat, failed, and its cell queued again
+                assert t.state == TrialState.FAIL
+        retried = [t for t in complete if t.system_attrs.get("retry_history")]
+        assert {t.system_attrs["retry_history"][0] for t in retried} == killed
+        # Finished trials were neither rerun nor rewritten.
+        assert done <= {t.number for t in complete}
+        for n, data in kept.items():
+            assert (study_dir / "trials" / str(n) / "results.parquet").read_bytes() == data
+            assert sorted(p.name for p in (study_dir / "trials" / str(n)).glob("wandb/offline-run-*/*.wandb")) == kept_wandb[n]
+
+        # The study table: one trial's rows per COMPLETE trial, with study/trial columns.
+        table = pd.read_parquet(study_dir / "results.parquet")
+        assert set(table.study) == {name}
+        assert set(table.trial) == {t.number for t in complete}
+        per_trial = table.groupby("trial").size()
+        assert per_trial.nunique() == 1 and per_trial.iloc[0] > 0
+        for t in complete:
+            rows = table[table.trial == t.number]
+            assert set(rows.attention) == {t.params["model.attention"]}
+            assert set(rows["model.pooling"]) == {t.params["model.pooling"]}
+            agg = rows[rows.query_id.isna() & rows.length.isna() & (rows.metric == "ndcg_at_1")]
+            assert agg.value.item() == pytest.approx(t.value)
+            # One offline W&B run per trial, grouped by study, named and tagged by the trial.
+            info = wandb_run_info(study_dir / "trials" / str(t.number))
+            assert info["group"] == name and info["name"] == f"trial-{t.number}" and info["job_type"] == "train"
+            assert f"attention={t.params['model.attention']}" in info["tags"]
+            assert info["config"]["trial"] == t.number and info["config"]["study"] == name
+            assert info["config"]["model"]["pooling"] == t.params["model.pooling"]
+
+        status = subprocess.run(_study_cmd("status", name, "--storage", url), capture_output=True, text=True)
+        assert status.returncode == 0 and "COMPLETE 4" in status.stdout
+        if backend == "postgresql":
+            secret = "hunter2secret"
+            assert secret not in second.stdout + second.stderr + status.stdout + status.stderr
+            assert secret not in (tmp_path / "first.log").read_text()
+            for f in study_dir.rglob("*"):
+                if f.is_file():
+                    assert secret.encode() not in f.read_bytes(), f
+            assert "postgres:***@" in status.stdout
+    finally:
+        optuna.delete_study(study_name=name, storage=storage or url)
