@@ -15,6 +15,7 @@ Layout of the output folder (default reports/):
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -195,6 +196,9 @@ def build_report(results=(), study: str | None = None, wandb_project: str | None
         raise ConfigError(f"--resamples {n_resamples}: use at least 100 bootstrap resamples")
     if correction not in ("holm", "bh"):
         raise ConfigError(f"--correction {correction!r}: valid options are holm, bh")
+    missing = [m for m in ("papermill", "jupytext", "nbconvert", "ipykernel") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"study report needs {', '.join(missing)}: pip install -e '.[analysis]'")
     paths, storage = resolve_inputs(results, study, wandb_project, runs_dir, optuna_storage)
     out = Path(out_dir)
     df = load_results(paths, None, None if paths else wandb_project, wandb_group, runs_dir)

@@ -251,7 +251,7 @@ def summary_table(rows: pd.DataFrame, scale: float = 100.0, **kw) -> tuple[pd.Da
     """The paper's table: rows backbone x attention x pooling, columns tasks (mean over lengths) + average.
 
     Returns (scores, intervals): scores are numbers x `scale` (the paper's points);
-    intervals are "lo-hi" strings of the same cells. The average gives each task
+    intervals are "[lo, hi]" strings of the same cells. The average gives each task
     (and within it each length) equal weight, as LongEmbed and the paper do.
     """
     keys = ["backbone", "attention", "pooling"]
@@ -261,7 +261,7 @@ def summary_table(rows: pd.DataFrame, scale: float = 100.0, **kw) -> tuple[pd.Da
     both[["mean", "ci_low", "ci_high"]] *= scale
     order = sorted(per_task.task.unique()) + ["average"]
     scores = both.pivot_table(index=keys, columns="task", values="mean")[order]
-    both["interval"] = both.ci_low.map("{:.1f}".format) + "-" + both.ci_high.map("{:.1f}".format)
+    both["interval"] = "[" + both.ci_low.map("{:.1f}".format) + ", " + both.ci_high.map("{:.1f}".format) + "]"
     intervals = both.pivot(index=keys, columns="task", values="interval")[order]
     scores.columns.name = intervals.columns.name = None
     return scores, intervals

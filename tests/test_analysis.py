@@ -125,6 +125,8 @@ def test_summary_table_in_the_papers_layout(planted):
     assert scores.loc[("tiny-qwen2", "bidirectional", "mean"), "average"] > \
         scores.loc[("tiny-qwen2", "causal", "mean"), "average"]
     assert intervals.shape == scores.shape
+    lo, hi = map(float, intervals.loc[("tiny-qwen2", "causal", "mean"), "average"].strip("[]").split(", "))
+    assert lo < scores.loc[("tiny-qwen2", "causal", "mean"), "average"] < hi
 
 
 def test_summary_text_reports_sizes_significance_and_disagreement(planted):
