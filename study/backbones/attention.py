@@ -85,12 +85,12 @@ def probe_attention(model, vocab_size: int, length: int = 8) -> str:
     return "bidirectional" if delta > 1e-4 * scale else "causal"
 
 
-def verify_attention(model, vocab_size: int, expected: str) -> None:
+def verify_attention(model, vocab_size: int, expected: str, what: str = "the backbone") -> None:
     """Refuse to run if the requested direction is not what the model does."""
     measured = probe_attention(model, vocab_size)
     if measured != expected:
         raise AttentionMismatch(
-            f"model.attention={expected!r} was requested but the backbone's attention is {measured} "
+            f"model.attention={expected!r} was requested but {what}'s attention is {measured} "
             "(causality probe: changing the last token "
             f"{'did not change' if measured == 'causal' else 'changed'} position 0). "
             "The backbone's remote code or config may ignore the attention switch."

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from study.backbones import gguf, native
 from study.backbones.attention import family as model_family
 from study.backbones.attention import set_attention, verify_attention
 from study.backbones.registry import BackboneSpec, resolve_backbone
@@ -32,6 +34,8 @@ class Backbone:
 def load_backbone(mcfg, seed: int = 0, verify: bool = True) -> Backbone:
     """Build the backbone described by `model.*` config keys."""
     spec = resolve_backbone(mcfg.backbone)
+    if gguf.is_gguf(spec.source):  # dequantized once into a cached save_pretrained folder
+        spec = dataclasses.replace(spec, source=str(gguf.cached_folder(spec.source)))
     if spec.is_tiny:
         from study.backbones.tiny import tiny_config
         from study.backbones.tokenizer import tiny_tokenizer
@@ -40,8 +44,14 @@ def load_backbone(mcfg, seed: int = 0, verify: bool = True) -> Backbone:
         config = tiny_config(spec.source.split(":", 1)[1], tokenizer)
     else:
         config, tokenizer = _pretrained_config_and_tokenizer(spec, mcfg)
-    fam = model_family(config)
-    set_attention(config, mcfg.attention)
+    if _remote_diffusion(config, mcfg):
+        # Their own code fixes the attention direction; the causality probe below reports what it does.
+        log.warning("%s runs its remote code: model.attention=%s cannot be set, only verified",
+                    spec.source, mcfg.attention)
+        fam = "decoder"
+    else:
+        fam = model_family(config)
+        set_attention(config, mcfg.attention)
     model = _build_model(spec, config, mcfg, seed)
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False
@@ -51,9 +61,9 @@ def load_backbone(mcfg, seed: int = 0, verify: bool = True) -> Backbone:
     if mcfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if mcfg.lora.r > 0:
-        model = _apply_lora(model, mcfg.lora)
+        model = _apply_lora(model, mcfg.lora, fam)
     if verify:
-        verify_attention(model, len(tokenizer), mcfg.attention)
+        verify_attention(model, len(tokenizer), mcfg.attention, what=f"backbone {mcfg.backbone!r}")
     padding_side = mcfg.padding_side if mcfg.padding_side != "auto" else spec.padding_side
     if padding_side == "auto":
         # Decoders pad on the left (the paper's setting); absolute-position encoders must pad right.
@@ -76,9 +86,17 @@ def load_backbone(mcfg, seed: int = 0, verify: bool = True) -> Backbone:
 def _pretrained_config_and_tokenizer(spec: BackboneSpec, mcfg):
     from transformers import AutoConfig, AutoTokenizer
 
+    raw = native.read_config_json(spec.source)
+    kind = native.mapping_kind(raw)
+    if kind and not mcfg.trust_remote_code:
+        log.info("%s: %s checkpoint loaded as a native %s (not its remote code)", spec.source, kind,
+                 "Qwen2" if kind == "dream" else "Llama")
+        return native.native_config(raw), native.load_tokenizer(spec.source, kind)
     if mcfg.trust_remote_code:
         log.warning("model.trust_remote_code=true: running code shipped with %s", spec.source)
     config = AutoConfig.from_pretrained(spec.source, trust_remote_code=mcfg.trust_remote_code)
+    if kind:  # Dream/LLaDA remote code: their model code only; the tokenizer is the same either way
+        return config, native.load_tokenizer(spec.source, kind)
     tokenizer = AutoTokenizer.from_pretrained(spec.source, trust_remote_code=mcfg.trust_remote_code)
     return config, tokenizer
 
@@ -94,18 +112,38 @@ def _build_model(spec: BackboneSpec, config, mcfg, seed: int) -> nn.Module:
         model = AutoModel.from_config(config, **kwargs)
         return model.to(DTYPES.get(dtype_name, torch.float32))
     kwargs["dtype"] = DTYPES[dtype_name] if dtype_name in DTYPES else "auto"
+    if getattr(config, "native_mapping", None):
+        return native.load_native(spec.source, config, **kwargs)
+    if _remote_diffusion(config, mcfg):
+        return native.load_remote(spec.source, **kwargs)
     return AutoModel.from_pretrained(
         spec.source, config=config, trust_remote_code=mcfg.trust_remote_code, **kwargs
     )
 
 
-def _apply_lora(model: nn.Module, lcfg) -> nn.Module:
+def _remote_diffusion(config, mcfg) -> bool:
+    return bool(mcfg.trust_remote_code and native.NATIVE_TYPES.get(getattr(config, "model_type", None)))
+
+
+# model.lora.target_modules left at its default (decoder names) means "the family's usual targets".
+_FAMILY_LORA_TARGETS = {
+    "encoder": ["query", "key", "value", "dense"],
+    "olmo": ["q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"],  # LLaDA remote code
+}
+
+
+def _apply_lora(model: nn.Module, lcfg, fam: str = "decoder") -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
-    from study.config import ConfigError
+    from study.config import ConfigError, LoRAConfig
 
     linear_names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
-    targets = [t for t in lcfg.target_modules if t in linear_names]
+    wanted = list(lcfg.target_modules)
+    if wanted == LoRAConfig().target_modules and "attn_out" in linear_names:
+        wanted = _FAMILY_LORA_TARGETS["olmo"]
+    elif wanted == LoRAConfig().target_modules and fam == "encoder":
+        wanted = _FAMILY_LORA_TARGETS["encoder"]
+    targets = [t for t in wanted if t in linear_names]
     if not targets:
         raise ConfigError(
             f"model.lora.target_modules={list(lcfg.target_modules)} matches no linear layer of this backbone; "

