@@ -11,6 +11,8 @@ results: `runs/<run>/eval-<time>/` for a run, `<output_dir>/<run_name>/` (defaul
 `eval-<backbone>-<attention>-<pooling>-<time>`, or `eval-bm25-<time>`) otherwise,
 holding config.yaml, results.parquet (the results table) and a W&B run with
 job_type=eval. Task data is loaded before the model, so missing data fails fast.
+Embeddings are cached (study.embedding_cache: `<run>/embeddings/` for a run), so
+evaluating the same model again on the same tasks re-encodes nothing.
 """
 
 from __future__ import annotations
@@ -127,6 +129,17 @@ def _load_model(mode: str, cfg: DictConfig, run_dir: Path | None):
     return build_embedder(backbone, cfg.model), backbone
 
 
+def _embedding_cache(mode: str, run_dir: Path | None, embedder):
+    """Re-evaluating the same model re-encodes nothing: a run's cache is <run>/embeddings/, an
+    off-the-shelf model's is keyed by its weights under the study cache."""
+    from study.embedding_cache import EmbeddingCache, run_cache, weights_fingerprint
+    from study.paths import cache_dir
+
+    if mode == "run":
+        return run_cache(run_dir, embedder)
+    return EmbeddingCache(cache_dir() / "embeddings", weights_fingerprint(embedder))
+
+
 def run_eval(target: str | None, overrides: list[str], config_file: str | None = None) -> EvalResult:
     import torch
 
@@ -160,9 +173,10 @@ def run_eval(target: str | None, overrides: list[str], config_file: str | None =
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         embedder.to(device).eval()
         builder = eval_builder(cfg, backbone)
+        cache = _embedding_cache(mode, run_dir, embedder)
         for task in tasks:
             rows += evaluate_task(embedder, builder, task, cfg.eval.batch_tokens, cfg.eval.precision, device,
-                                  cfg.eval.depth_buckets, cfg.model.use_instructions)
+                                  cfg.eval.depth_buckets, cfg.model.use_instructions, cache=cache)
         ablation = {"backbone": cfg.model.backbone, "attention": cfg.model.attention, "pooling": cfg.model.pooling,
                     "seed": cfg.seed}
         info = dict(backbone.info)

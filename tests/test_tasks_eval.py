@@ -56,6 +56,7 @@ def test_eval_a_finished_run_writes_a_new_folder_and_leaves_the_run_alone(finish
     assert cfg.wandb.job_type == "eval" and list(cfg.eval.tasks) == [f"beir:{BEIR}", "passkey"]
     assert len(list(eval_dir.glob("wandb/offline-run-*/run-*.wandb"))) == 1
     assert (finished_run / "results.parquet").read_bytes() == before
+    assert list((finished_run / "embeddings").rglob("*.npy"))  # re-evaluating it re-encodes nothing
 
     # A trained run's model keys are fixed: refused before any compute, nothing written.
     assert main(["eval", str(finished_run), "model.pooling=mean", f"tasks=[beir:{BEIR}]"]) == 2
