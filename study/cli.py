@@ -2,6 +2,7 @@
 
     study train [--config FILE] [key=value ...]     fine-tune + evaluate one model
     study config [--config FILE] [key=value ...]    print the resolved config (validation only)
+    study pretrain [--config FILE] [key=value ...]  pretrain tiny-ar / tiny-diffusion / tiny-ar-mntp (cached)
     study backbones                                 list registered backbones
     study tasks                                     list evaluation tasks
     study verify-backbone NAME                      Dream/LLaDA: native load vs their remote code
@@ -190,12 +191,33 @@ def cmd_verify_backbone(args) -> int:
 COMMANDS["verify-backbone"] = cmd_verify_backbone
 
 
+def cmd_pretrain(args) -> int:
+    from study.pretrain import load_pretrain_config, pretrain
+
+    result = pretrain(load_pretrain_config(args.config, args.overrides))
+    m = result.manifest.get("metrics", {})
+    if result.cached:
+        print(f"cached: {result.name} -> {result.folder}")
+    else:
+        print(f"pretrained {result.name}: {m['tokens']:,} tokens, {m['steps']} steps in {m['wall_seconds']:.0f}s "
+              f"({m['tokens_per_second']:,.0f} tokens/s), val_loss {m['val_loss']:.4f} "
+              f"(perplexity {m['val_perplexity']:.1f})")
+        print(f"  folder: {result.folder}")
+    print(f"  use it: study train model.backbone={result.name}")
+    return 0
+
+
+COMMANDS["pretrain"] = cmd_pretrain
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="study", description="Embedding ablation study: attention x pooling x backbone.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_config_args(sub.add_parser("train", help="fine-tune and evaluate one embedding model"))
     _add_config_args(sub.add_parser("config", help="validate and print the resolved config"))
+    _add_config_args(sub.add_parser("pretrain", help="pretrain a tiny backbone offline (objective=autoregressive|"
+                                                     "masked_diffusion, adapt=mntp); cached"))
     sub.add_parser("backbones", help="list registered backbones")
     sub.add_parser("tasks", help="list evaluation tasks")
     p = sub.add_parser("sweep", help="run an Optuna sweep of ablation runs (sweeps/*.yaml)")

@@ -79,8 +79,17 @@ def load_backbone(mcfg, seed: int = 0, verify: bool = True) -> Backbone:
         padding_side=padding_side,
         hidden_size=text_cfg.hidden_size,
         max_positions=getattr(text_cfg, "max_position_embeddings", None),
-        info={"source": spec.source, "model_type": config.model_type, "params": n_params, "trainable_params": n_train},
+        info={"source": spec.source, "model_type": config.model_type, "params": n_params, "trainable_params": n_train,
+              **_pretrain_lineage(spec.source)},
     )
+
+
+def _pretrain_lineage(source: str) -> dict:
+    """A `study pretrain` build records which pretraining run (W&B id, cache key) the fine-tuning starts from."""
+    from study.pretrain.store import read_lineage
+
+    lineage = read_lineage(source)
+    return {"pretrain": lineage} if lineage else {}
 
 
 def _pretrained_config_and_tokenizer(spec: BackboneSpec, mcfg):

@@ -68,6 +68,30 @@ REGISTRY.update({
     ]
 })
 
+# Tiny backbones pretrained offline by `study pretrain` (study/pretrain/): each name points at a cached build.
+_PRETRAINED = {
+    "tiny-ar": ("objective=autoregressive", "tiny Qwen2-style LM pretrained offline, next-token (causal)"),
+    "tiny-diffusion": ("objective=masked_diffusion", "tiny Qwen2-style LM pretrained offline, masked diffusion (bidirectional)"),
+    "tiny-ar-mntp": ("objective=autoregressive adapt=mntp", "tiny-ar, attention opened + LLM2Vec MNTP adaptation"),
+}
+REGISTRY.update({n: BackboneSpec(n, f"pretrained:{n}", desc) for n, (_, desc) in _PRETRAINED.items()})
+
+
+def _pretrained_spec(name: str) -> BackboneSpec | None:
+    """A `study pretrain` build by name (its cached folder); a known name not built yet says how to build it."""
+    from study.pretrain.store import pretrained_folder
+
+    folder = pretrained_folder(name)
+    if folder is not None:
+        return BackboneSpec(name, str(folder), "pretrained offline by `study pretrain`", "float32")
+    if name in _PRETRAINED:
+        from study.config import ConfigError
+
+        raise ConfigError(f"model.backbone={name!r} has not been pretrained yet (no build in the study cache); "
+                          f"build it first with: study pretrain {_PRETRAINED[name][0]}")
+    return None
+
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -91,6 +115,8 @@ def local_package_file(package: str, filename: str) -> Path | None:
 def resolve_backbone(name: str) -> BackboneSpec:
     # A registered model's hub id gets its entry's defaults too (dtype, padding side, offline package).
     name = next((n for n, s in REGISTRY.items() if s.source == name and not s.is_tiny), name)
+    if (pretrained := _pretrained_spec(name)) is not None:
+        return pretrained
     if name in REGISTRY:
         spec = REGISTRY[name]
         if spec.local_package and spec.gguf_file:
