@@ -58,7 +58,9 @@ def load_trained(run_dir, verify: bool = True):
     OmegaConf.set_readonly(mcfg, False)
     if spec.get("lora"):
         # The adapter lives in model/; the base weights are the original backbone.
-        mcfg.backbone, mcfg.lora.r = spec["source"], 0
+        # (a tiny backbone's source "tiny:<family>" is not a name; its registry name rebuilds it)
+        base = spec["backbone"] if spec["source"].startswith("tiny:") else spec["source"]
+        mcfg.backbone, mcfg.lora.r = base, 0
     else:
         mcfg.backbone = str(model_dir)
     backbone = load_backbone(mcfg, seed=cfg.seed, verify=False)
@@ -66,10 +68,10 @@ def load_trained(run_dir, verify: bool = True):
     if spec.get("lora"):
         from peft import PeftModel
 
-        backbone.model = PeftModel.from_pretrained(backbone.model, str(model_dir))
-        from transformers import AutoTokenizer
+        from study.backbones.tokenizer import load_tokenizer
 
-        backbone.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        backbone.model = PeftModel.from_pretrained(backbone.model, str(model_dir))
+        backbone.tokenizer = load_tokenizer(str(model_dir))
     embedder = build_embedder(backbone, cfg.model)
     pooler_file = model_dir / "pooler.pt"
     if pooler_file.is_file():

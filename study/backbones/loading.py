@@ -93,7 +93,9 @@ def _pretrain_lineage(source: str) -> dict:
 
 
 def _pretrained_config_and_tokenizer(spec: BackboneSpec, mcfg):
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
+
+    from study.backbones.tokenizer import load_tokenizer
 
     raw = native.read_config_json(spec.source)
     kind = native.mapping_kind(raw)
@@ -106,8 +108,7 @@ def _pretrained_config_and_tokenizer(spec: BackboneSpec, mcfg):
     config = AutoConfig.from_pretrained(spec.source, trust_remote_code=mcfg.trust_remote_code)
     if kind:  # Dream/LLaDA remote code: their model code only; the tokenizer is the same either way
         return config, native.load_tokenizer(spec.source, kind)
-    tokenizer = AutoTokenizer.from_pretrained(spec.source, trust_remote_code=mcfg.trust_remote_code)
-    return config, tokenizer
+    return config, load_tokenizer(spec.source, mcfg.trust_remote_code)
 
 
 def _build_model(spec: BackboneSpec, config, mcfg, seed: int) -> nn.Module:

@@ -54,3 +54,26 @@ def _train(path, vocab_size: int) -> None:
     hf.save_pretrained(tmp)
     (tmp / "manifest.json").write_text(json.dumps({"trained_on": gcide_provenance(), "vocab_size": vocab_size}, indent=2))
     tmp.rename(path)
+
+
+# Tokenizer classes that mean "use tokenizer.json exactly as saved" (our byte-level BPE).
+GENERIC_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def load_tokenizer(source: str, trust_remote_code: bool = False):
+    """The tokenizer of a local folder or hub id, tokenizing exactly as it did when saved.
+
+    AutoTokenizer picks the class from config.json's model type, so a generic tokenizer.json saved
+    next to a Qwen2 config would come back as Qwen2Tokenizer, whose own pre-tokenizer splits digits
+    and punctuation differently: a reloaded tiny model (a trained run, tiny-ar, tiny-diffusion)
+    would then see other tokens than in training. Generic tokenizers are loaded as they are.
+    """
+    from pathlib import Path
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config_file = Path(source).expanduser() / "tokenizer_config.json"
+    if config_file.is_file():
+        if json.loads(config_file.read_text()).get("tokenizer_class") in GENERIC_CLASSES:
+            return PreTrainedTokenizerFast.from_pretrained(str(Path(source).expanduser()))
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
