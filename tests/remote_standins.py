@@ -39,8 +39,8 @@ class RMSNorm(nn.Module):
 
 def rope(q, k, theta):
     dim, length = q.shape[-1], q.shape[-2]
-    inv = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
-    freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv)
+    inv = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device=q.device) / dim)
+    freqs = torch.outer(torch.arange(length, dtype=torch.float32, device=q.device), inv)
     emb = torch.cat([freqs, freqs], -1)
     cos, sin = emb.cos(), emb.sin()
 
@@ -256,12 +256,17 @@ def _rand(gen, *shape, scale=0.2):
     return torch.randn(*shape, generator=gen) * scale
 
 
-def llada_checkpoint(folder: Path, seed: int = 0, shards: int = 2, swap_mlp: bool = False, **overrides) -> dict:
-    """A tiny LLaDA checkpoint in LLaDA's own config format and key names; returns its state dict."""
+def llada_checkpoint(folder: Path, seed: int = 0, shards: int = 2, swap_mlp: bool = False,
+                     dims: tuple = (32, 4, 2, 2, 48), **overrides) -> dict:
+    """A tiny LLaDA checkpoint in LLaDA's own config format and key names; returns its state dict.
+
+    dims = (d_model, n_heads, n_kv_heads, n_layers, mlp_hidden_size); LLaDA-8B's are (4096, 32, 32, 32, 12288).
+    """
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    d, heads, kv, layers, mlp = 32, 4, 2, 2, 48
+    d, heads, kv, layers, mlp = dims
+    scale = min(0.2, d ** -0.5)
     config = {
         "model_type": "llada", "architectures": ["LLaDAModelLM"],
         "auto_map": {"AutoConfig": "configuration_llada.LLaDAConfig", "AutoModel": "modeling_llada.LLaDAModelLM",
@@ -282,27 +287,31 @@ def llada_checkpoint(folder: Path, seed: int = 0, shards: int = 2, swap_mlp: boo
     g = torch.Generator().manual_seed(seed)
     sd = {"model.transformer.wte.weight": _rand(g, VOCAB, d, scale=1.0),
           "model.transformer.ln_f.weight": 1 + _rand(g, d),
-          "model.transformer.ff_out.weight": _rand(g, VOCAB, d)}
+          "model.transformer.ff_out.weight": _rand(g, VOCAB, d, scale=scale)}
     hd = d // heads
     for i in range(layers):
         p = f"model.transformer.blocks.{i}."
         sd.update({
             p + "attn_norm.weight": 1 + _rand(g, d), p + "ff_norm.weight": 1 + _rand(g, d),
-            p + "q_proj.weight": _rand(g, d, d), p + "k_proj.weight": _rand(g, kv * hd, d),
-            p + "v_proj.weight": _rand(g, kv * hd, d), p + "attn_out.weight": _rand(g, d, d),
-            p + "ff_proj.weight": _rand(g, mlp, d), p + "up_proj.weight": _rand(g, mlp, d),
-            p + "ff_out.weight": _rand(g, d, mlp),
+            p + "q_proj.weight": _rand(g, d, d, scale=scale), p + "k_proj.weight": _rand(g, kv * hd, d, scale=scale),
+            p + "v_proj.weight": _rand(g, kv * hd, d, scale=scale), p + "attn_out.weight": _rand(g, d, d, scale=scale),
+            p + "ff_proj.weight": _rand(g, mlp, d, scale=scale), p + "up_proj.weight": _rand(g, mlp, d, scale=scale),
+            p + "ff_out.weight": _rand(g, d, mlp, scale=scale),
         })
     _save_sharded(folder, sd, shards, save_file)
     return sd
 
 
-def dream_checkpoint(folder: Path, seed: int = 0, swap_mlp: bool = False) -> dict:
-    """A tiny Dream checkpoint: Dream's config (model_type "Dream", auto_map) and Qwen2-style key names."""
+def dream_checkpoint(folder: Path, seed: int = 0, swap_mlp: bool = False, dims: tuple = (32, 4, 2, 2, 48)) -> dict:
+    """A tiny Dream checkpoint: Dream's config (model_type "Dream", auto_map) and Qwen2-style key names.
+
+    dims = (hidden, heads, kv_heads, layers, intermediate); Dream-7B's are (3584, 28, 4, 28, 18944).
+    """
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    d, heads, kv, layers, inter = 32, 4, 2, 2, 48
+    d, heads, kv, layers, inter = dims
+    scale = min(0.2, d ** -0.5)
     config = {
         "model_type": "Dream", "architectures": ["DreamModel"],
         "auto_map": {"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"},
@@ -322,17 +331,17 @@ def dream_checkpoint(folder: Path, seed: int = 0, swap_mlp: bool = False) -> dic
     g = torch.Generator().manual_seed(seed)
     hd = d // heads
     sd = {"model.embed_tokens.weight": _rand(g, VOCAB, d, scale=1.0), "model.norm.weight": 1 + _rand(g, d),
-          "lm_head.weight": _rand(g, VOCAB, d)}
+          "lm_head.weight": _rand(g, VOCAB, d, scale=scale)}
     for i in range(layers):
         p = f"model.layers.{i}."
         sd.update({
             p + "input_layernorm.weight": 1 + _rand(g, d), p + "post_attention_layernorm.weight": 1 + _rand(g, d),
-            p + "self_attn.q_proj.weight": _rand(g, d, d), p + "self_attn.q_proj.bias": _rand(g, d),
-            p + "self_attn.k_proj.weight": _rand(g, kv * hd, d), p + "self_attn.k_proj.bias": _rand(g, kv * hd),
-            p + "self_attn.v_proj.weight": _rand(g, kv * hd, d), p + "self_attn.v_proj.bias": _rand(g, kv * hd),
-            p + "self_attn.o_proj.weight": _rand(g, d, d),
-            p + "mlp.gate_proj.weight": _rand(g, inter, d), p + "mlp.up_proj.weight": _rand(g, inter, d),
-            p + "mlp.down_proj.weight": _rand(g, d, inter),
+            p + "self_attn.q_proj.weight": _rand(g, d, d, scale=scale), p + "self_attn.q_proj.bias": _rand(g, d),
+            p + "self_attn.k_proj.weight": _rand(g, kv * hd, d, scale=scale), p + "self_attn.k_proj.bias": _rand(g, kv * hd),
+            p + "self_attn.v_proj.weight": _rand(g, kv * hd, d, scale=scale), p + "self_attn.v_proj.bias": _rand(g, kv * hd),
+            p + "self_attn.o_proj.weight": _rand(g, d, d, scale=scale),
+            p + "mlp.gate_proj.weight": _rand(g, inter, d, scale=scale), p + "mlp.up_proj.weight": _rand(g, inter, d, scale=scale),
+            p + "mlp.down_proj.weight": _rand(g, d, inter, scale=scale),
         })
     _save_sharded(folder, sd, 1, save_file)
     return sd

@@ -164,20 +164,30 @@ def check_loading_info(info: dict, kind: str, source: str) -> None:
 def load_tokenizer(source: str, kind: str | None):
     """The checkpoint's tokenizer, without its remote code.
 
-    Dream names its own tokenizer class (tokenization_dream.py, a Qwen2 BPE); if
-    transformers cannot build the class named in tokenizer_config.json without
-    remote code, its files are read as Qwen2's (Dream) or as a fast tokenizer.
+    Dream names its own tokenizer class (tokenization_dream.py, a copy of Qwen2's BPE
+    tokenizer). When transformers cannot build the named class without remote code,
+    tokenizer.json is read as is (PreTrainedTokenizerFast), or, without one, the
+    vocab/merges files as Qwen2's.
     """
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen2Tokenizer
 
+    # AutoTokenizer reads config.json to guess a class, and warns that "llada"/"Dream" are unknown types.
+    quiet = logging.getLogger("transformers.configuration_utils")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:  # trust_remote_code=False: refuse the tokenizer's remote code without prompting on a terminal
         return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except (ValueError, OSError, AttributeError, KeyError) as first:
-        from transformers import PreTrainedTokenizerFast, Qwen2Tokenizer
-
-        cls = Qwen2Tokenizer if kind == "dream" else PreTrainedTokenizerFast
-        log.info("tokenizer of %s needs remote code (%s); reading its files as %s", source, first, cls.__name__)
-        return cls.from_pretrained(source)
+        for cls in (PreTrainedTokenizerFast, Qwen2Tokenizer):
+            try:
+                tokenizer = cls.from_pretrained(source)
+            except (ValueError, OSError, TypeError):
+                continue
+            log.info("%s tokenizer of %s needs remote code (%s); read its files as %s", kind, source, first, cls.__name__)
+            return tokenizer
+        raise
+    finally:
+        quiet.setLevel(level)
 
 
 # ----------------------------------------------------------------- remote code (opt-in)
