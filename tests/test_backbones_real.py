@@ -172,6 +172,37 @@ def test_probe_refuses_a_patched_model_that_ignores_the_switch(monkeypatch, llad
         load_backbone(mcfg(f"model.backbone={llada_dir}", "model.attention=causal"))
 
 
+@pytest.mark.slow  # imports the training stack (Lightning, W&B)
+def test_train_refuses_an_ineffective_switch_before_any_compute(llada_dir, tmp_path, capsys):
+    from study.cli import main
+
+    code = main(["train", f"model.backbone={llada_dir}", "model.trust_remote_code=true", "model.attention=causal",
+                 f"output_dir={tmp_path}", "run_name=refused", "wandb.mode=disabled"])
+    assert code == 2 and "'causal' was requested" in capsys.readouterr().err
+    assert not (tmp_path / "refused" / "results.parquet").exists()
+
+
+def test_evaluation_path_verifies_a_saved_lora_run(llada_dir, tmp_path):
+    """study eval / export / mteb rebuild runs with load_trained: base + LoRA adapter, then the probe."""
+    from study.config import save_config
+    from study.model import build_embedder, load_trained
+    from study.train import save_model
+
+    over = [f"model.backbone={llada_dir}", "model.trust_remote_code=true", "model.lora.r=4"]
+    cfg = load_config(overrides=over)
+    bb = load_backbone(cfg.model)
+    run = tmp_path / "run"
+    save_config(cfg, run / "config.yaml")
+    save_model(cfg, build_embedder(bb, cfg.model), bb, run / "model")
+    embedder, backbone, _ = load_trained(run)
+    assert type(embedder.backbone).__name__ == "PeftModel"
+    assert probe_attention(embedder.backbone, len(backbone.tokenizer)) == "bidirectional"
+    # The same run claiming causal attention: its remote code cannot be made causal, so evaluation refuses.
+    save_config(load_config(overrides=over + ["model.attention=causal"]), run / "config.yaml")
+    with pytest.raises(AttentionMismatch):
+        load_trained(run)
+
+
 def test_lora_defaults_to_encoder_targets_for_bert(tmp_path):
     from transformers import BertConfig, BertModel
 
