@@ -248,10 +248,18 @@ def test_two_workers_killed_mid_trial_then_resumed_cover_the_grid_exactly_once(t
     study_dir = tmp_path / "runs" / name
     url = _postgres_or_skip() if backend == "postgresql" else f"sqlite:///{study_dir}/optuna.db"
     cmd = _study_cmd("sweep", str(path), "--workers", "2") + (["--storage", url] if backend != "sqlite" else [])
+    storage = open_storage(url) if backend != "sqlite" else None
+    try:
+        _kill_and_resume(tmp_path, name, path, study_dir, url, storage, cmd, backend)
+    finally:
+        if name in optuna.get_all_study_names(storage or url):
+            optuna.delete_study(study_name=name, storage=storage or url)
+
+
+def _kill_and_resume(tmp_path, name, path, study_dir, url, storage, cmd, backend):
     log1 = open(tmp_path / "first.log", "w")
     first = subprocess.Popen(cmd, stdout=log1, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        storage = open_storage(url) if backend != "sqlite" else None
         deadline = time.time() + 900  # a cold cache (tokenizer, pairs) on a busy machine is slow
         while time.time() < deadline:
             time.sleep(0.5)
@@ -278,48 +286,47 @@ def test_two_workers_killed_mid_trial_then_resumed_cover_the_grid_exactly_once(t
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     study = optuna.load_study(study_name=name, storage=storage or url)
-    try:
-        complete = study.get_trials(states=(TrialState.COMPLETE,))
-        assert len(cells(study)) == 4 and set(cells(study).values()) == {1}
-        for t in study.get_trials(deepcopy=False):
-            if t.number in killed:  # detected by heartbeat, failed, and its cell queued again
-                assert t.state == TrialState.FAIL
-        retried = [t for t in complete if t.system_attrs.get("retry_history")]
-        assert {t.system_attrs["retry_history"][0] for t in retried} == killed
-        # Finished trials were neither rerun nor rewritten.
-        assert done <= {t.number for t in complete}
-        for n, data in kept.items():
-            assert (study_dir / "trials" / str(n) / "results.parquet").read_bytes() == data
-            assert sorted(p.name for p in (study_dir / "trials" / str(n)).glob("wandb/offline-run-*/*.wandb")) == kept_wandb[n]
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(cells(study)) == 4 and set(cells(study).values()) == {1}
+    for t in study.get_trials(deepcopy=False):
+        if t.number in killed:  # detected by heartbeat, failed, and its cell queued again
+            assert t.state == TrialState.FAIL
+    retried = [t for t in complete if t.system_attrs.get("retry_history")]
+    assert {t.system_attrs["retry_history"][0] for t in retried} == killed
+    # Finished trials were neither rerun nor rewritten.
+    assert done <= {t.number for t in complete}
+    for n, data in kept.items():
+        assert (study_dir / "trials" / str(n) / "results.parquet").read_bytes() == data
+        assert sorted(p.name for p in (study_dir / "trials" / str(n)).glob("wandb/offline-run-*/*.wandb")) == kept_wandb[n]
 
-        # The study table: one trial's rows per COMPLETE trial, with study/trial columns.
-        table = pd.read_parquet(study_dir / "results.parquet")
-        assert set(table.study) == {name}
-        assert set(table.trial) == {t.number for t in complete}
-        per_trial = table.groupby("trial").size()
-        assert per_trial.nunique() == 1 and per_trial.iloc[0] > 0
-        for t in complete:
-            rows = table[table.trial == t.number]
-            assert set(rows.attention) == {t.params["model.attention"]}
-            assert set(rows["model.pooling"]) == {t.params["model.pooling"]}
-            agg = rows[rows.query_id.isna() & rows.length.isna() & (rows.metric == "ndcg_at_1")]
-            assert agg.value.item() == pytest.approx(t.value)
-            # One offline W&B run per trial, grouped by study, named and tagged by the trial.
-            info = wandb_run_info(study_dir / "trials" / str(t.number))
-            assert info["group"] == name and info["name"] == f"trial-{t.number}" and info["job_type"] == "train"
-            assert f"attention={t.params['model.attention']}" in info["tags"]
-            assert info["config"]["trial"] == t.number and info["config"]["study"] == name
-            assert info["config"]["model"]["pooling"] == t.params["model.pooling"]
+    # The study table: one trial's rows per COMPLETE trial, with study/trial columns.
+    table = pd.read_parquet(study_dir / "results.parquet")
+    assert set(table.study) == {name}
+    assert set(table.trial) == {t.number for t in complete}
+    per_trial = table.groupby("trial").size()
+    assert per_trial.nunique() == 1 and per_trial.iloc[0] > 0
+    for t in complete:
+        rows = table[table.trial == t.number]
+        assert set(rows.attention) == {t.params["model.attention"]}
+        assert set(rows["model.pooling"]) == {t.params["model.pooling"]}
+        agg = rows[rows.query_id.isna() & rows.length.isna() & (rows.metric == "ndcg_at_1")]
+        assert agg.value.item() == pytest.approx(t.value)
+        # One offline W&B run per trial, grouped by study, named and tagged by the trial.
+        # A killed trial that had already written its results is adopted by its retry, W&B run included.
+        ran_as = t.system_attrs["retry_history"][-1] if t.user_attrs.get("reused_results") else t.number
+        info = wandb_run_info(study_dir / "trials" / str(t.number))
+        assert info["group"] == name and info["name"] == f"trial-{ran_as}" and info["job_type"] == "train"
+        assert f"attention={t.params['model.attention']}" in info["tags"]
+        assert info["config"]["trial"] == ran_as and info["config"]["study"] == name
+        assert info["config"]["model"]["pooling"] == t.params["model.pooling"]
 
-        status = subprocess.run(_study_cmd("status", name, "--storage", url), capture_output=True, text=True)
-        assert status.returncode == 0 and "COMPLETE 4" in status.stdout
-        if backend == "postgresql":
-            secret = "hunter2secret"
-            assert secret not in second.stdout + second.stderr + status.stdout + status.stderr
-            assert secret not in (tmp_path / "first.log").read_text()
-            for f in study_dir.rglob("*"):
-                if f.is_file():
-                    assert secret.encode() not in f.read_bytes(), f
-            assert "postgres:***@" in status.stdout
-    finally:
-        optuna.delete_study(study_name=name, storage=storage or url)
+    status = subprocess.run(_study_cmd("status", name, "--storage", url), capture_output=True, text=True)
+    assert status.returncode == 0 and "COMPLETE 4" in status.stdout
+    if backend == "postgresql":
+        secret = "hunter2secret"
+        assert secret not in second.stdout + second.stderr + status.stdout + status.stderr
+        assert secret not in (tmp_path / "first.log").read_text()
+        for f in study_dir.rglob("*"):
+            if f.is_file():
+                assert secret.encode() not in f.read_bytes(), f
+        assert "postgres:***@" in status.stdout
