@@ -35,9 +35,9 @@ import hashlib
 import io
 import json
 import logging
-import lzma
 import os
 import re
+import shutil
 import subprocess
 import tarfile
 from html.parser import HTMLParser
@@ -88,7 +88,8 @@ def download_deb(dest: Path | None = None) -> Path:
     except FileNotFoundError:
         raise TaskUnavailable(f"{HOW_TO_BUILD} (apt-get is not available on this machine)") from None
     except subprocess.CalledProcessError as e:
-        raise TaskUnavailable(f"apt-get download {PACKAGE} failed: {e.stderr.strip()[-400:]}. {HOW_TO_BUILD}") from None
+        raise TaskUnavailable(f"apt-get download {PACKAGE} failed: {e.stderr.strip()[-400:]} (on a fresh machine run "
+                              f"`apt-get update` first, as root). {HOW_TO_BUILD}") from None
     deb = find_deb()
     if deb is None:
         raise TaskUnavailable(HOW_TO_BUILD)
@@ -313,6 +314,8 @@ def pydocs_dir(deb: Path | None = None) -> Path:
             tmp = out.with_name(out.name + f".tmp{os.getpid()}")
             log.info("building the pydocs task from %s -> %s", deb.name, out)
             build_pydocs(deb, tmp)
+            if out.exists():  # a folder without a manifest is an interrupted build: replace it
+                shutil.rmtree(out)
             os.replace(tmp, out)
     return out
 
