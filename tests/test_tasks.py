@@ -38,7 +38,7 @@ def test_names_parse_and_bad_names_are_refused_with_the_valid_options():
         check_task_names(["longembed:qmsumm"])
     with pytest.raises(ConfigError, match="twice"):
         check_task_names(["passkey", "passkey"])
-    check_task_names(["passkey", "needle", "pydocs", f"beir:{BEIR}", f"longembed:{LONGEMBED / 'qmsum'}"])
+    check_task_names(["passkey", "needle", "pydocs", "pydocs-index", f"beir:{BEIR}", f"longembed:{LONGEMBED / 'qmsum'}"])
 
 
 def test_config_validation_refuses_unknown_tasks_before_any_compute():

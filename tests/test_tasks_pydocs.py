@@ -1,4 +1,5 @@
-"""The offline real-text task pydocs: size, length spread, queries not in their pages, reproducible, disjoint from training text.
+"""The offline real-text tasks pydocs and pydocs-index: size, length spread, queries not in their pages,
+index terms and depths, reproducible, disjoint from training text.
 
 Needs the Debian package python3.11-doc (`make setup` downloads it into .cache/debs/).
 """
@@ -55,6 +56,27 @@ def test_pydocs_size_length_spread_and_queries(built):
     assert split.queries and task.query_instruction
 
 
+@needs_deb
+@pytest.mark.slow
+def test_pydocs_index_terms_are_words_with_depths(built):
+    from study.tasks import build_task
+    from study.tasks.pydocs import _TERM, MAX_INDEX_PAGES
+
+    _, manifest, pydocs = built
+    task = build_task("pydocs-index", None)
+    (split,) = task.splits
+    assert split.corpus == pydocs.splits[0].corpus  # the same pages, other queries
+    assert manifest["index_task"]["queries"] == len(split.queries) >= 100
+    for qid, term in split.queries.items():
+        # Identifier-only terms ("json.dumps() (in module json)", "PYTHONPATH") are left out.
+        assert _TERM.match(term) and "(" not in term and "_" not in term and not term.isupper()
+        assert 1 <= len(split.qrels[qid]) <= MAX_INDEX_PAGES
+    # Terms that index one place have that place's position as depth, spread over the pages.
+    depths = list(split.depth.values())
+    assert len(depths) > len(split.queries) / 2 and all(0 <= d < 1 for d in depths)
+    assert min(depths) < 0.2 and max(depths) > 0.8
+
+
 def manifest_bucket(text: str) -> int:
     from study.tasks.base import length_bucket
 
@@ -84,10 +106,13 @@ def _text_ngrams(text: str, n: int = 8) -> set[int]:
 def test_pydocs_is_disjoint_from_training_text(built):
     from study.data.sources import gcide_entries, word_ngrams
 
+    from study.tasks import build_task
+
     _, _, task = built
     (split,) = task.splits
     eval_grams: set[int] = set()
-    for text in list(split.corpus.values()) + list(split.queries.values()):
+    index_queries = list(build_task("pydocs-index", None).splits[0].queries.values())
+    for text in list(split.corpus.values()) + list(split.queries.values()) + index_queries:
         eval_grams |= _text_ngrams(text)
     shared = [e.word for e in gcide_entries() if word_ngrams(e.text) & eval_grams]
     assert shared == []

@@ -2,6 +2,7 @@
 
     passkey, needle          built-in synthetic (LongEmbed-style, regenerated from eval.seed)
     pydocs                   built-in real: Python 3.11 docs pages, module descriptions as queries
+    pydocs-index             the same pages, queried by their back-of-book index terms
     beir:<path>              any BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/test.tsv)
     longembed:<config>       hub dataset dwzhu/LongEmbed (narrativeqa, qmsum, 2wikimqa, summ_screen_fd,
                              passkey, needle); longembed:<folder> reads the same data from disk
@@ -22,7 +23,7 @@ from study.tasks.synthetic import needle, passkey
 
 # name -> builder(lengths, num_queries, num_docs, seed)
 SYNTHETIC: dict[str, Callable[..., RetrievalTask]] = {"passkey": passkey, "needle": needle}
-REAL = ("pydocs",)
+REAL = ("pydocs", "pydocs-index")
 PREFIXES = {
     "beir": "beir:<path>  a BEIR-format folder",
     "longembed": "longembed:<config>  hub dwzhu/LongEmbed (or longembed:<local folder>)",
@@ -92,6 +93,10 @@ def build_task(name: str, eval_cfg) -> RetrievalTask:
         from study.tasks.pydocs import pydocs
 
         return pydocs()
+    if kind == "pydocs-index":
+        from study.tasks.pydocs import pydocs_index
+
+        return pydocs_index()
     if kind == "beir":
         from study.tasks.beir import load_beir
 

@@ -22,6 +22,14 @@ Source: the Debian package `python3.11-doc` (the HTML documentation of CPython
   section of a longer page; null for a page-level heading (the whole page is the
   answer, so a position would mean nothing).
 
+`pydocs-index` (same pages, same build) is queried by the documentation's
+back-of-book index terms instead (genindex: "garbage collection", "type alias"),
+relevant to the pages they index (at most 3). Only top-level terms made of
+words are kept: identifiers, options, environment variables and symbols are
+left out (they match too easily). Depth is the indexed anchor's position in the
+page when a term indexes one place. Index terms are the page's own vocabulary,
+so they usually do occur in it: this task is the lexical, depth-resolved one.
+
 The build is a pure function of the .deb: files are written sorted, and the
 manifest records the package version, license, sha256 of the .deb and of each
 output file, and the counts. Training text (GCIDE) shares no word 8-gram with
@@ -43,6 +51,8 @@ import tarfile
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
+
 from study.paths import cache_dir, file_lock
 from study.tasks.base import TaskUnavailable, count_words, length_bucket, normalize
 
@@ -50,10 +60,11 @@ log = logging.getLogger(__name__)
 
 PACKAGE = "python3.11-doc"
 LICENSE = "PSF-2.0 (Python Software Foundation License; the documentation of CPython 3.11)"
-RECIPE_VERSION = 1  # bump when the recipe changes: cached builds are keyed by it
+RECIPE_VERSION = 2  # bump when the recipe changes: cached builds are keyed by it
 HTML_ROOT = "usr/share/doc/python3.11/html/"
 MIN_DOC_WORDS = 50  # pages shorter than this are navigation stubs
 INSTRUCTION = "Given a one-line description of a Python module, retrieve its documentation page: "
+INDEX_INSTRUCTION = "Given a term from the index of the Python documentation, retrieve a page it indexes: "
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 HOW_TO_BUILD = (
@@ -152,6 +163,7 @@ class _PageText(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.lines: list[str] = []
         self.headings: list[int] = []  # indices into lines
+        self.anchors: dict[str, int] = {}  # element id -> index of the line it starts in
         self._buf: list[str] = []
         self._stack: list[tuple[str, bool]] = []  # (tag, starts a skipped region)
         self._in_body = 0  # depth of tags inside <div class="body">
@@ -192,6 +204,8 @@ class _PageText(HTMLParser):
             return
         if tag in _BLOCK:
             self._flush()
+        if attrs.get("id"):
+            self.anchors.setdefault(attrs["id"], len(self.lines))
         if tag == "pre":
             self._pre += 1
         if tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
@@ -221,12 +235,68 @@ class _PageText(HTMLParser):
             self._buf.append(data)
 
 
-def page_text(html: str) -> tuple[list[str], list[int]]:
+def page_text(html: str) -> tuple[list[str], list[int], dict[str, int]]:
     parser = _PageText()
     parser.feed(html)
     parser.close()
     parser._flush()
-    return parser.lines, parser.headings
+    return parser.lines, parser.headings, parser.anchors
+
+
+class _IndexEntries(HTMLParser):
+    """Top-level entries of Sphinx's genindex-all page: (term, [page#anchor, ...])."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.entries: list[tuple[str, list[str]]] = []
+        self._ul = 0  # <ul> depth inside the index table
+        self._in_table = False
+        self._current: tuple[list[str], list[str]] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table" and "indextable" in (attrs.get("class") or ""):
+            self._in_table = True
+        if not self._in_table:
+            return
+        if tag == "ul":
+            self._ul += 1
+            self._end_entry()  # sub-entries are not part of their parent's term
+        elif tag == "li" and self._ul == 1:
+            self._current = ([], [])
+        elif tag == "a" and self._current is not None and attrs.get("href"):
+            self._current[1].append(attrs["href"])
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._in_table = False
+        elif tag == "ul" and self._in_table:
+            self._ul -= 1
+        elif tag == "li" and self._ul == 1:
+            self._end_entry()
+
+    def handle_data(self, data):
+        if self._current is not None:
+            self._current[0].append(data)
+
+    def _end_entry(self):
+        if self._current is not None:
+            text = re.sub(r"(,\s*)?\[\d+\]", "", "".join(self._current[0]))
+            self.entries.append((" ".join(text.split()).strip(" ,"), self._current[1]))
+        self._current = None
+
+
+# An index term made of words only: no call parentheses, dots, underscores, digits, options or
+# ALL-CAPS names, so identifiers ("json.dumps() (in module json)", "PYTHONPATH", "-m") are left out.
+_TERM = re.compile(r"^[A-Za-z][a-z'-]*(?: [A-Za-z][a-z'-]*)+$")
+MAX_INDEX_PAGES = 3  # a term indexed on more pages is too generic to have a right answer
+
+
+def index_entries(html: str) -> list[tuple[str, list[str]]]:
+    parser = _IndexEntries()
+    parser.feed(html)
+    parser.close()
+    return parser.entries
 
 
 # ------------------------------------------------------------------ the task
@@ -238,10 +308,11 @@ def build_pydocs(deb: Path, out: Path) -> dict:
 
     version, pages, sources = read_deb(deb)
     corpus, candidates = {}, []  # candidates: (query text, doc id, depth)
+    anchor_depth: dict[str, dict[str, float]] = {}
     for path in sorted(sources):
         if path not in pages:
             continue
-        lines, headings = page_text(pages[path])
+        lines, headings, anchors = page_text(pages[path])
         for i in headings:
             m = _HEADING.match(lines[i])
             if m:
@@ -254,6 +325,8 @@ def build_pydocs(deb: Path, out: Path) -> dict:
         text = "\n".join(lines)
         if count_words(text) >= MIN_DOC_WORDS:
             corpus[path] = text
+            starts = np.cumsum([0] + [len(ln) + 1 for ln in lines])
+            anchor_depth[path] = {a: float(starts[i]) / max(len(text), 1) for a, i in anchors.items()}
     counts = {"pages": len(pages), "pages_with_source": len(sources), "documents": len(corpus),
               "module_headings": len(candidates), "dropped_short_page": 0, "dropped_shared_description": 0,
               "dropped_verbatim_in_page": 0}
@@ -278,6 +351,8 @@ def build_pydocs(deb: Path, out: Path) -> dict:
         meta[qid] = {"depth": depth, "doc_words": count_words(corpus[path]), "page": path}
     counts["queries"] = len(queries)
     hashes = write_beir(out, corpus, queries, qrels, meta)
+    index = index_task(pages.get("genindex-all", ""), corpus, anchor_depth)
+    hashes.update({f"index/{k}": v for k, v in write_beir(out / "index", corpus, *index[:3]).items()})
     doc_words = sorted(count_words(t) for t in corpus.values())
     buckets: dict[int, int] = {}
     for m in meta.values():
@@ -294,9 +369,44 @@ def build_pydocs(deb: Path, out: Path) -> dict:
         "queries_per_length_bucket": {str(k): v for k, v in sorted(buckets.items())},
         "length_unit": "words / 0.75, rounded up to a power of two (min 256)",
         "files": hashes,
+        "index_task": index[3],
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def index_task(genindex_html: str, corpus: dict[str, str], anchor_depth: dict[str, dict[str, float]]):
+    """pydocs-index: back-of-book index terms (multi-word, not identifiers) -> the pages they index.
+
+    Depth is the indexed anchor's position when the term points at one place; null otherwise."""
+    queries, qrels, meta = {}, {}, {}
+    counts = {"index_entries": 0, "dropped_identifier_or_symbol": 0, "dropped_generic": 0, "dropped_no_page": 0,
+              "dropped_duplicate": 0}
+    seen = set()
+    for term, hrefs in index_entries(genindex_html):
+        counts["index_entries"] += 1
+        if not _TERM.match(term):
+            counts["dropped_identifier_or_symbol"] += 1
+            continue
+        targets = [(h.split("#")[0].removesuffix(".html"), h.partition("#")[2]) for h in hrefs]
+        pages = sorted({p for p, _ in targets if p in corpus})
+        if not pages:
+            counts["dropped_no_page"] += 1
+            continue
+        if len(pages) > MAX_INDEX_PAGES:
+            counts["dropped_generic"] += 1
+            continue
+        if normalize(term) in seen:
+            counts["dropped_duplicate"] += 1
+            continue
+        seen.add(normalize(term))
+        qid = "i-" + hashlib.sha1(term.encode()).hexdigest()[:10]
+        queries[qid], qrels[qid] = term, {p: 1 for p in pages}
+        depth = anchor_depth.get(targets[0][0], {}).get(targets[0][1]) if len(targets) == 1 else None
+        meta[qid] = {"depth": None if depth is None else round(depth, 4), "pages": pages}
+    counts["queries"] = len(queries)
+    counts["queries_with_depth"] = sum(m["depth"] is not None for m in meta.values())
+    return queries, qrels, meta, counts
 
 
 def _deb_sha(deb: Path) -> str:
@@ -331,3 +441,16 @@ def _load(folder: str):
 def pydocs(*_args, **_kwargs):
     """The pydocs task (the arguments of the synthetic builders are ignored: the task is fixed)."""
     return _load(str(pydocs_dir()))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_index(folder: str):
+    from study.tasks.beir import load_beir
+
+    return load_beir(folder, name="pydocs-index", instruction=INDEX_INSTRUCTION,
+                     description="Python 3.11 documentation pages; queries: back-of-book index terms")
+
+
+def pydocs_index(*_args, **_kwargs):
+    """pydocs-index: the same pages, queried by their index terms (same build and cache as pydocs)."""
+    return _load_index(str(pydocs_dir() / "index"))
