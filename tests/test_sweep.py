@@ -190,6 +190,30 @@ def test_crashing_trial_is_recorded_and_the_sweep_goes_on_then_rerun_retries_it(
     assert sorted(calls) == ["last_token", "last_token", "mean"]  # COMPLETE "mean" never reran
     assert set(cells(study).values()) == {1} and len(cells(study)) == 2
     assert main(["status", "tiny", "--storage", url]) == 0
+    # The same study name with a changed spec is refused, nothing queued.
+    changed = write_spec(tmp_path, space={"model.pooling": GRID["model.pooling"]}, seeds=[0, 1])
+    assert main(["sweep", str(changed), *storage]) == 2
+    assert "created from a different sweep spec" in capsys.readouterr().err
+    assert len(optuna.load_study(study_name="tiny", storage=dispatch.open_storage(url)).trials) == 3
+
+
+def test_a_cell_queued_twice_runs_once(tmp_path, monkeypatch):
+    """Two machines enqueueing at the same instant can queue a cell twice: the later copy steps aside."""
+    from study.sweep import dispatch
+    from study.train import RunResult
+
+    ran = []
+    monkeypatch.setattr(dispatch.TrialRunner, "_train", lambda self, trial, params, run_dir: ran.append(
+        trial.number) or RunResult(run_dir, "x", "x", {"average/ndcg_at_1": 0.5}, pd.DataFrame()))
+    path = write_spec(tmp_path, space={"model.pooling": GRID["model.pooling"]})
+    sweep = dispatch.make_sweep(path, storage=str(tmp_path / "s.journal"))
+    study = dispatch.prepare_study(sweep)
+    study.enqueue_trial({"model.pooling": "mean", "seed": 0})  # the other machine's copy
+    dispatch.work(sweep)
+    trials = study.get_trials()
+    assert ran == [0, 1] and [t.state for t in trials] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL]
+    assert trials[2].user_attrs["skipped"] == "duplicate of trial 0"
+    assert dispatch.prepare_study(sweep) and len(study.get_trials()) == 3  # resume queues nothing new
 
 
 # ---------------------------------------------------------------- real trials
