@@ -191,6 +191,31 @@ def cmd_verify_backbone(args) -> int:
 COMMANDS["verify-backbone"] = cmd_verify_backbone
 
 
+def cmd_export(args) -> int:
+    from study.export import export
+
+    info = export(args.run, args.out, args.format, verify=not args.no_verify)
+    print(f"exported {args.run} ({info['attention']} attention, {info['pooling']} pooling -> {info['st_pooling']}, "
+          f"padding {info['padding_side']}) as {info['format']} to {args.out}")
+    if "min_cosine" in info:
+        print(f"  check: cosine with the run's own embeddings >= {info['min_cosine']:.6f}")
+    print(f"  load with: SentenceTransformer({str(args.out)!r})")
+    return 0
+
+
+def cmd_probe(args) -> int:
+    from study.probes import run_probes
+
+    run = args.args[0] if args.args and "=" not in args.args[0] else None
+    result = run_probes(run, [a for a in args.args if a != run])
+    print(result.summary_text)
+    print(f"\nprobe rows: {result.path}")
+    return 0
+
+
+COMMANDS.update({"export": cmd_export, "probe": cmd_probe})
+
+
 def cmd_pretrain(args) -> int:
     from study.pretrain import load_pretrain_config, pretrain
 
@@ -258,6 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-3,
                    help="largest accepted max|diff| / max|h| of the last hidden states (default 1e-3 for float32; "
                         "bf16 rounding alone reaches ~2e-2)")
+    p = sub.add_parser("export", help="write a trained run as a sentence-transformers folder")
+    p.add_argument("run", help="run folder, e.g. runs/<run_name>")
+    p.add_argument("out", help="output folder (must not exist or be empty)")
+    p.add_argument("--format", default="sentence-transformers", help="export format: sentence-transformers")
+    p.add_argument("--no-verify", action="store_true", help="skip the embedding check against the run")
+    p = sub.add_parser("probe", help="attention distance and context sensitivity of a run or an untrained backbone")
+    p.add_argument("args", nargs="*", metavar="RUN|key=value",
+                   help="a run folder (or model.* keys for an untrained backbone), then probe.* keys, e.g. "
+                        "probe.lengths=[256,1024] probe.distances=[64,256,1000]")
     return parser
 
 
