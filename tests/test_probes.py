@@ -1,0 +1,85 @@
+"""Bidirectionality probes on tiny random-init models: causal attention never looks or reacts forward."""
+
+import pandas as pd
+import pytest
+
+from study.cli import main
+
+SMALL = ["probe.lengths=[64,160]", "probe.num_docs=2", "probe.depths=[0.3,0.7]", "probe.distances=[16,100]",
+         "probe.near=8"]
+
+
+def probe(attention: str, pooling: str = "mean"):
+    from study.backbones import load_backbone
+    from study.config import load_config
+    from study.model import build_embedder
+    from study.probes import parse_settings, probe_embedder, to_table
+    from study.train import eval_builder
+
+    cfg = load_config(None, [f"model.attention={attention}", f"model.pooling={pooling}"])
+    backbone = load_backbone(cfg.model, seed=0)
+    embedder = build_embedder(backbone, cfg.model)
+    rows = probe_embedder(embedder, eval_builder(cfg, backbone), parse_settings(SMALL))
+    return to_table(rows, {"run_id": "x", "run_name": "x", "created_at": "", "backbone": "tiny-qwen2",
+                           "attention": attention, "pooling": pooling, "seed": 0})
+
+
+def means(table: pd.DataFrame) -> pd.Series:
+    agg = table[table.query_id.isna() & table.layer.isna() & table.depth.isna()]
+    return agg.groupby("metric").value.min(), agg.groupby("metric").value.max()
+
+
+@pytest.mark.slow
+def test_causal_has_no_forward_attention_or_forward_sensitivity_bidirectional_has_both():
+    causal_min, causal_max = means(probe("causal", "last_token"))
+    table = probe("bidirectional", "last_token")
+    bi_min, bi_max = means(table)
+    print("causal min/max", causal_min.round(4).to_dict(), causal_max.round(4).to_dict())
+    print("bidirectional min/max", bi_min.round(4).to_dict(), bi_max.round(4).to_dict())
+    # Causal: no attention on later keys, and the state at p ignores text after p (fp32: exactly 0).
+    assert causal_max["forward_mass_8"] == 0 and causal_max["forward_mass"] == 0
+    assert causal_max["state_change_after"] < 1e-6
+    assert causal_min["backward_mass_8"] > 0.02 and causal_min["state_change_before"] > 1e-3
+    # ... while last-token pooling still reads the whole text: the embedding reacts to both sides.
+    assert causal_min["embedding_change_after"] > 1e-3
+    # Bidirectional: attention and the state at p use both sides.
+    # (random init spreads attention widely: the 8 keys after a query hold a few percent, all later keys
+    # about half -- measured 0.05-0.12 and 0.49-0.50; causal: exactly 0 and 0)
+    assert bi_min["forward_mass_8"] > 0.02 and bi_min["forward_mass"] > 0.3
+    assert bi_min["state_change_after"] > 1e-3
+    assert bi_min["state_change_before"] > 1e-3
+    # Shares are probabilities; the far share grows with document length (more far keys exist).
+    for t in (causal_max, bi_max):
+        assert 0 <= t["far_mass_D16"] <= 1 and t["self_mass"] <= 1
+    # Per-layer rows exist for each of the 4 layers, and the layer mean is their mean.
+    att = table[(table.task == "probe/attention_distance") & (table.metric == "forward_mass_8") & (table.length == 64)]
+    per_layer = att[att.layer.notna()]
+    assert sorted(per_layer.layer) == [0, 1, 2, 3]
+    assert att[att.layer.isna()].value.item() == pytest.approx(per_layer.value.mean())
+    far = table[(table.metric == "far_mass_D16") & table.layer.isna()].set_index("length").value
+    assert far[160] > far[64]
+
+
+@pytest.mark.slow
+def test_probe_cli_writes_table_and_wandb_and_appends(tmp_path, capsys):
+    args = ["probe", "model.attention=causal", f"output_dir={tmp_path}", "run_name=p", *SMALL[:1],
+            "probe.num_docs=1", "probe.depths=[0.5]", "probe.attention=false"]
+    assert main(args) == 0
+    assert "state_change_after" in capsys.readouterr().out
+    table = pd.read_parquet(tmp_path / "p" / "probes.parquet")
+    assert set(table.task) == {"probe/context_sensitivity"}
+    assert set(table.attention) == {"causal"} and table.run_id.nunique() == 1
+    per_doc = table[table.query_id.notna()]
+    assert len(per_doc) == 2 * 4 and per_doc.depth.eq(0.5).all()  # 2 lengths x 4 metrics
+    assert list((tmp_path / "p").glob("wandb/offline-run-*/run-*.wandb"))
+    assert main(args) == 0  # a second probe appends
+    assert len(pd.read_parquet(tmp_path / "p" / "probes.parquet")) == 2 * len(table)
+
+
+def test_bad_probe_keys_exit_2(tmp_path, capsys):
+    assert main(["probe", "probe.lenghts=[64]"]) == 2
+    assert "probe.lengths" in capsys.readouterr().err
+    assert main(["probe", "probe.depths=[1.5]"]) == 2
+    assert "probe.depths" in capsys.readouterr().err
+    assert main(["probe", str(tmp_path), "model.pooling=mean"]) == 2  # a run's model is fixed
+    assert "model.pooling=mean" in capsys.readouterr().err
