@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,6 +15,23 @@ TINY = [
 ]
 
 
+TRAINED: dict = {}
+
+
+@pytest.fixture
+def capture_trained(monkeypatch):
+    """Keep the in-memory embedder of the run that saves a model."""
+    import study.train
+
+    save = study.train.save_model
+
+    def spy(cfg, embedder, backbone, out):
+        TRAINED.update(embedder=embedder, backbone=backbone)
+        return save(cfg, embedder, backbone, out)
+
+    monkeypatch.setattr(study.train, "save_model", spy)
+
+
 def run(tmp_path: Path, name: str, *extra: str) -> Path:
     code = main(["train", f"output_dir={tmp_path}", f"run_name={name}", *TINY, *extra])
     assert code == 0
@@ -21,7 +39,7 @@ def run(tmp_path: Path, name: str, *extra: str) -> Path:
 
 
 @pytest.mark.slow
-def test_train_writes_run_folder_results_and_wandb(tmp_path, capsys):
+def test_train_writes_run_folder_results_and_wandb(tmp_path, capsys, capture_trained):
     run_dir = run(tmp_path, "e2e", "model.attention=causal", "model.pooling=last_token", "seed=1")
     out = capsys.readouterr().out
     assert "ndcg_at_1 by task and document length" in out and str(run_dir) in out
@@ -54,6 +72,17 @@ def test_train_writes_run_folder_results_and_wandb(tmp_path, capsys):
     # The trained model is saved and reloads as a backbone with the same attention.
     assert (run_dir / "model" / "embedder.json").exists()
     assert (run_dir / "train.log").read_text().count("finished e2e") == 1
+
+    # The saved model, reloaded, gives the trained model's embeddings.
+    from study.encode import encode
+    from study.model import load_trained
+    from study.train import eval_builder
+
+    embedder, backbone, cfg = load_trained(run_dir)
+    texts = ["The grass is green. Ada's passkey is 12345.", "What is the pass key for Ada?"]
+    reloaded = encode(embedder, eval_builder(cfg, backbone), texts, precision="32-true")
+    trained = encode(TRAINED["embedder"], eval_builder(cfg, TRAINED["backbone"]), texts, precision="32-true")
+    np.testing.assert_allclose(reloaded, trained, atol=1e-5)
 
 
 @pytest.mark.slow
