@@ -54,6 +54,11 @@ test-fast: setup
 train: setup
 	$(VENV)/bin/study train
 
+# The default study (about 20 minutes on 2 cores): pretrain tiny-ar + tiny-diffusion (cached), the
+# attention x pooling sweep (resumable), the analysis notebooks -> reports/. DEMO_ARGS=--smoke: tiny budget.
+demo: setup
+	$(VENV)/bin/study demo $(DEMO_ARGS)
+
 # BENCH_ARGS=--long adds the passkey+needle suite at 256..32768 tokens (long on a CPU)
 bench: setup
 	$(PY) -m study.bench $(BENCH_ARGS)

@@ -6,10 +6,10 @@
     study backbones                                 list registered backbones
     study tasks                                     list evaluation tasks
     study verify-backbone NAME                      Dream/LLaDA: native load vs their remote code
-    study sweep SPEC [--workers N] [--storage URL]  Optuna sweep of ablation runs (study/sweep/)
-    study status STUDY [--storage URL]              trials, states and failures of a sweep
     study eval [RUN | bm25] [key=value ...]         score a trained run, an off-the-shelf model or BM25 on tasks
     study build-task pydocs                         build the offline real-text task (fetches python3.11-doc)
+    study sweep SPEC [--workers N] [--storage URL]  Optuna sweep of ablation runs (study/sweep/)
+    study status STUDY [--storage URL]              trials, states and failures of a sweep
     study report --study NAME | --results PATH ... | --wandb ENTITY/PROJECT --group G   notebooks -> reports/
 
 Bad input exits with code 2 and a message naming the key, the value and the
@@ -114,6 +114,19 @@ def cmd_tasks(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from study.sweep import run_sweep
+
+    return run_sweep(args.spec, workers=args.workers, storage=args.storage, study_name=args.study_name,
+                     worker_only=args.worker)
+
+
+def cmd_status(args) -> int:
+    from study.sweep.status import print_status, status_url
+
+    return print_status(args.study, status_url(args.study, args.storage))
+
+
 def cmd_eval(args) -> int:
     from study.run_eval import run_eval
 
@@ -136,19 +149,6 @@ def cmd_build_task(args) -> int:
     print((out / "manifest.json").read_text(), end="")
     print(f"task folder: {out}")
     return 0
-
-
-def cmd_sweep(args) -> int:
-    from study.sweep import run_sweep
-
-    return run_sweep(args.spec, workers=args.workers, storage=args.storage, study_name=args.study_name,
-                     worker_only=args.worker)
-
-
-def cmd_status(args) -> int:
-    from study.sweep.status import print_status, status_url
-
-    return print_status(args.study, status_url(args.study, args.storage))
 
 
 COMMANDS = {"train": cmd_train, "config": cmd_config, "backbones": cmd_backbones, "tasks": cmd_tasks}
@@ -235,6 +235,15 @@ def cmd_pretrain(args) -> int:
 COMMANDS["pretrain"] = cmd_pretrain
 
 
+def cmd_demo(args) -> int:
+    from study.demo import run_demo
+
+    return run_demo(smoke=args.smoke, workers=args.workers, reports=args.out)
+
+
+COMMANDS["demo"] = cmd_demo
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="study", description="Embedding ablation study: attention x pooling x backbone.")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -243,8 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(sub.add_parser("config", help="validate and print the resolved config"))
     _add_config_args(sub.add_parser("pretrain", help="pretrain a tiny backbone offline (objective=autoregressive|"
                                                      "masked_diffusion, adapt=mntp); cached"))
+    p = sub.add_parser("demo", help="the default study: pretrain the tiny pair, the ablation sweep, the report")
+    p.add_argument("--smoke", action="store_true", help="the same path on a tiny budget (what CI runs)")
+    p.add_argument("--workers", type=int, default=1, help="sweep worker processes (default 1)")
+    p.add_argument("--out", default="reports", help="report folder (default reports)")
     sub.add_parser("backbones", help="list registered backbones")
     sub.add_parser("tasks", help="list evaluation tasks")
+    p = sub.add_parser("eval", help="score a trained run, an off-the-shelf model or BM25 on evaluation tasks")
+    p.add_argument("--config", help="YAML file of config keys (off-the-shelf models and bm25 only)")
+    p.add_argument("args", nargs="*", metavar="RUN|bm25|key=value",
+                   help="a run folder or 'bm25' (neither: model.backbone=... is evaluated untrained), then "
+                        "overrides, e.g. tasks=[pydocs,beir:/data/x] eval.batch_tokens=16384")
+    p = sub.add_parser("build-task", help="build the offline real-text task pydocs (and show its manifest)")
+    p.add_argument("name", choices=["pydocs"])
     p = sub.add_parser("sweep", help="run an Optuna sweep of ablation runs (sweeps/*.yaml)")
     p.add_argument("spec", help="sweep file, e.g. sweeps/attention_pooling.yaml")
     p.add_argument("--workers", type=int, default=1, help="local worker processes on the same study (default 1)")
@@ -255,13 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="trials, states, params, objective and failures of a sweep")
     p.add_argument("study", help="study name (runs/<study>/optuna.db) or use --storage")
     p.add_argument("--storage", help="Optuna storage URL or journal file")
-    p = sub.add_parser("eval", help="score a trained run, an off-the-shelf model or BM25 on evaluation tasks")
-    p.add_argument("--config", help="YAML file of config keys (off-the-shelf models and bm25 only)")
-    p.add_argument("args", nargs="*", metavar="RUN|bm25|key=value",
-                   help="a run folder or 'bm25' (neither: model.backbone=... is evaluated untrained), then "
-                        "overrides, e.g. tasks=[pydocs,beir:/data/x] eval.batch_tokens=16384")
-    p = sub.add_parser("build-task", help="build the offline real-text task pydocs (and show its manifest)")
-    p.add_argument("name", choices=["pydocs"])
     p = sub.add_parser("report", help="run the analysis notebooks on a study's results -> reports/*.html")
     p.add_argument("--study", help="study name: runs/<study>/results.parquet (+ runs/<study>/optuna.db)")
     p.add_argument("--results", nargs="+", default=[], metavar="PATH", help="results tables, run or study folders")

@@ -188,6 +188,9 @@ def train_and_evaluate(
         default_root_dir=str(run_dir),
     )
     t0 = time.perf_counter()
+    # from_pretrained returns modules in eval mode and Lightning keeps modes as they are: without this,
+    # dropout (LoRA's included) would be off during fine-tuning.
+    module.train()
     try:
         trainer.fit(module, train_loader, val_loader)
     except BaseException as e:
