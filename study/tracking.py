@@ -51,8 +51,12 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_id: str, name: str, extra_co
 
 
 def finish(logger, run_dir: Path, summary: dict | None = None, tables: dict | None = None,
-           exit_code: int = 0, extra_tags: list[str] | None = None) -> None:
-    """Write final metrics, a pointer file next to the results, and close the run."""
+           exit_code: int = 0, extra_tags: list[str] | None = None, results_file: Path | None = None) -> None:
+    """Write final metrics, a pointer file next to the results, and close the run.
+
+    `results_file` (the run's results.parquet) is logged as an artifact of type `results`, so the
+    analysis can rebuild per-query rows -- and so intervals over queries -- from W&B alone.
+    """
     import wandb
 
     run = logger.experiment
@@ -62,6 +66,10 @@ def finish(logger, run_dir: Path, summary: dict | None = None, tables: dict | No
         run.summary.update(summary)
     for key, df in (tables or {}).items():
         run.log({key: wandb.Table(dataframe=df)})
+    if results_file is not None and Path(results_file).is_file():
+        artifact = wandb.Artifact(f"results-{run.id}", type="results")
+        artifact.add_file(str(results_file))
+        run.log_artifact(artifact)
     pointer = {
         "run_id": run.id,
         "name": run.name,

@@ -224,7 +224,8 @@ def train_and_evaluate(
     metrics.update({"time/train_seconds": train_seconds, "time/eval_seconds": eval_seconds})
     logger.log_metrics(metrics, step=trainer.global_step)
     aggregates = table[table.query_id.isna()].drop(columns=["query_id", "depth"])
-    finish(logger, run_dir, summary=metrics, tables={"eval/results": aggregates.astype(str)})
+    finish(logger, run_dir, summary=metrics, tables={"eval/results": aggregates.astype(str)},
+           results_file=run_dir / TABLE)
     log.info("finished %s in %.0fs train + %.0fs eval -> %s", run_name, train_seconds, eval_seconds, run_dir)
     return RunResult(run_dir, run_name, run_id, scores, table, train_seconds, eval_seconds, backbone.info)
 
