@@ -95,7 +95,7 @@ def bench_vs_sentence_transformers(num_docs: int = 128, low: int = 64, high: int
     from sentence_transformers import SentenceTransformer
 
     from study.backbones.registry import resolve_backbone
-    from study.encode import encode
+    from study.encode import cpu_has_native_bf16, encode
 
     source = resolve_backbone(MINILM).source
     if not Path(source).is_dir():
@@ -129,7 +129,8 @@ def bench_vs_sentence_transformers(num_docs: int = 128, low: int = 64, high: int
         "cosine_ours_bf16_vs_st_fp32_min": float(np.min(np.sum(e_ours * e_st, axis=1))),
         "cosine_ours_bf16_vs_st_fp32_mean": float(np.mean(np.sum(e_ours * e_st, axis=1))),
         "cosine_ours_fp32_vs_st_fp32_min": float(np.min(np.sum(e_ours32 * e_st[:k], axis=1))),
-        "ours": f"token-budget batches ({batch_tokens} tokens), bf16 autocast",
+        "ours": f"token-budget batches ({batch_tokens} tokens), "
+                + ("bf16 autocast" if cpu_has_native_bf16() else "fp32 (no native bf16 on this CPU: autocast off)"),
         "st": f"batch_size={st_batch_size}, fp32",
     }
 
