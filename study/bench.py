@@ -32,6 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from study.encode import autocast
+from study.precision import resolve_precision
+
 MINILM = "all-minilm-l6-v2"
 LONG_LENGTHS = [256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
 
@@ -95,7 +98,8 @@ def bench_vs_sentence_transformers(num_docs: int = 128, low: int = 64, high: int
     from sentence_transformers import SentenceTransformer
 
     from study.backbones.registry import resolve_backbone
-    from study.encode import cpu_has_native_bf16, encode
+    from study.encode import encode
+    from study.precision import native_bf16
 
     source = resolve_backbone(MINILM).source
     if not Path(source).is_dir():
@@ -106,7 +110,7 @@ def bench_vs_sentence_transformers(num_docs: int = 128, low: int = 64, high: int
     st = SentenceTransformer(source, device="cpu", local_files_only=True)
     st.max_seq_length = high  # the package's default is 256; compare on the same inputs
 
-    def ours(prec="bf16-mixed", subset=texts):
+    def ours(prec="auto", subset=texts):
         return encode(embedder, builder, subset, batch_tokens=batch_tokens, precision=prec)
 
     def theirs(subset=texts):
@@ -130,7 +134,7 @@ def bench_vs_sentence_transformers(num_docs: int = 128, low: int = 64, high: int
         "cosine_ours_bf16_vs_st_fp32_mean": float(np.mean(np.sum(e_ours * e_st, axis=1))),
         "cosine_ours_fp32_vs_st_fp32_min": float(np.min(np.sum(e_ours32 * e_st[:k], axis=1))),
         "ours": f"token-budget batches ({batch_tokens} tokens), "
-                + ("bf16 autocast" if cpu_has_native_bf16() else "fp32 (no native bf16 on this CPU: autocast off)"),
+                + ("bf16 autocast" if native_bf16("cpu") else "fp32 (precision=auto: no native bf16 on this CPU)"),
         "st": f"batch_size={st_batch_size}, fp32",
     }
 
@@ -151,7 +155,7 @@ def bench_encode(lengths=(512, 2048), tokens_per_length: int = 16384, repeats: i
         encode(embedder, builder, texts[:1])  # warm-up
         seconds = _best(lambda: encode(embedder, builder, texts, batch_tokens=cfg.eval.batch_tokens), repeats)
         rows.append({"backbone": backbone, "length": length, "docs": n, "tokens": tokens, "seconds": seconds,
-                     "tokens_per_s": tokens / seconds, "precision": "bf16-mixed"})
+                     "tokens_per_s": tokens / seconds, "precision": resolve_precision("auto")})
     return rows
 
 
@@ -202,7 +206,7 @@ def bench_training(lengths=(512, 2048), batch_size: int = 4, steps: int = 3, war
         step_times = []
         for i, batch in enumerate(batches):
             t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with autocast(torch.device("cpu"), "auto"):
                 loss, _, _ = m._step(batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
@@ -215,7 +219,7 @@ def bench_training(lengths=(512, 2048), batch_size: int = 4, steps: int = 3, war
 
         # Lightning: Trainer.fit on the same batches, timed per step by a callback.
         timer = _step_timer(warmup)
-        trainer = pl.Trainer(max_steps=steps + warmup, accelerator="cpu", devices=1, precision="bf16-mixed",
+        trainer = pl.Trainer(max_steps=steps + warmup, accelerator="cpu", devices=1, precision=resolve_precision("auto"),
                              gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
                              enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                              limit_val_batches=0, callbacks=[timer])
@@ -307,8 +311,11 @@ def run(args) -> dict:
     out["encode"] = bench_encode(args.lengths, repeats=args.repeats)
     _progress("(iii) training, Lightning vs plain PyTorch")
     out["training"] = bench_training(args.lengths, steps=args.steps)
+    # Share of the peak of the dtype the training really ran in (precision=auto).
+    peak_key = "bf16_matmul_peak_gflops" if resolve_precision("auto") == "bf16-mixed" else "fp32_matmul_peak_gflops"
     for row in out["training"]:
-        row["plain_share_of_bf16_peak"] = row["plain_gflops"] / out["bf16_matmul_peak_gflops"]
+        row["plain_share_of_peak"] = row["plain_gflops"] / out[peak_key]
+        row["peak"] = peak_key
     if args.long:
         _progress("(iv) passkey+needle at 256..32768 tokens")
         out["long_suite"] = bench_long(num_queries=args.long_queries, num_docs=args.long_docs)
@@ -329,14 +336,14 @@ def format_report(r: dict) -> str:
         f"{v['cosine_ours_bf16_vs_st_fp32_min']:.5f}, mean {v['cosine_ours_bf16_vs_st_fp32_mean']:.5f} "
         f"(target >= 0.999); ours fp32 vs ST fp32 min {v['cosine_ours_fp32_vs_st_fp32_min']:.6f}",
         "",
-        "(ii) encode, tiny backbone (bf16):",
+        f"(ii) encode, tiny backbone ({resolve_precision('auto')}):",
     ]
     lines += [f"    T={e['length']:5d}  {e['tokens_per_s']:9.0f} tokens/s" for e in r["encode"]]
-    lines += ["", "(iii) training, tiny backbone (bf16-mixed, fwd+bwd+AdamW):"]
+    lines += ["", f"(iii) training, tiny backbone ({resolve_precision('auto')}, fwd+bwd+AdamW):"]
     for t in r["training"]:
         lines.append(
             f"    T={t['length']:5d}  plain {t['plain_tokens_per_s']:7.0f} tokens/s ({t['plain_gflops']:.0f} GFLOP/s, "
-            f"{100 * t['plain_share_of_bf16_peak']:.0f}% of bf16 peak)   Lightning {t['lightning_tokens_per_s']:7.0f} "
+            f"{100 * t['plain_share_of_peak']:.0f}% of {t['peak'].split('_')[0]} peak)   Lightning {t['lightning_tokens_per_s']:7.0f} "
             f"tokens/s   overhead {100 * t['lightning_overhead']:+.1f}% (target <= 5%)")
     if "long_suite" in r:
         s = r["long_suite"]

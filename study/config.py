@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 ATTENTIONS = ("bidirectional", "causal")
 POOLINGS = ("mean", "last_token", "first_token", "weighted_mean", "latent_attention")
 PADDING_SIDES = ("auto", "left", "right")
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true")  # auto: study/precision.py
 STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flex_attention")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -109,7 +109,7 @@ class TrainerConfig:
     max_steps: int = 150
     batch_size: int = 16
     accumulate_grad_batches: int = 1
-    precision: str = choice("bf16-mixed", PRECISIONS)
+    precision: str = choice("auto", PRECISIONS)
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = choice("auto", STRATEGIES)
@@ -131,7 +131,7 @@ class EvalConfig:
     seed: int = 1234
     depth_buckets: int = 5
     batch_tokens: int = 32768
-    precision: str = choice("bf16-mixed", PRECISIONS)
+    precision: str = choice("auto", PRECISIONS)
     # Truncate documents to this many tokens (None: the longest evaluated length + 10%).
     max_length: Optional[int] = None
 

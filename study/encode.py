@@ -32,22 +32,13 @@ def length_batches(lengths: list[int], batch_tokens: int) -> list[np.ndarray]:
     return batches
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: without them CPU bf16 matmuls are emulated and ~4x SLOWER than fp32."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def autocast(device: torch.device, precision: str):
-    dtype = AUTOCAST.get(precision)
+    """Autocast for `precision`; `auto` is bf16 only where bf16 is native (study/precision.py)."""
+    from study.precision import resolve_precision
+
+    dtype = AUTOCAST.get(resolve_precision(precision, device))
     if dtype is None:
         return nullcontext()
-    if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_native_bf16():
-        return nullcontext()  # fp32 is both faster and more exact on this CPU
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 

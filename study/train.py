@@ -142,6 +142,7 @@ def train_and_evaluate(
     from study.losses import InfoNCE
     from study.model import build_embedder
     from study.module import ContrastiveModule
+    from study.precision import resolve_precision, training_device
     from study.results import TABLE, make_table, write_table
     from study.tracking import finish, make_logger
 
@@ -172,7 +173,7 @@ def train_and_evaluate(
         devices=cfg.trainer.devices,
         strategy=cfg.trainer.strategy,
         num_nodes=cfg.trainer.num_nodes,
-        precision=cfg.trainer.precision,
+        precision=resolve_precision(cfg.trainer.precision, training_device(cfg.trainer.accelerator)),
         accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
         gradient_clip_val=cfg.trainer.gradient_clip_val or None,
         val_check_interval=min(cfg.trainer.val_check_interval, cfg.trainer.max_steps * cfg.trainer.accumulate_grad_batches),

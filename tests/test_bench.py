@@ -32,7 +32,7 @@ def test_bench_functions_at_toy_sizes(tmp_path, monkeypatch, capsys):
 
     report = {"created_at": "x", "machine": {"threads": 1}, "bf16_matmul_peak_gflops": 1.0,
               "fp32_matmul_peak_gflops": 1.0, "vs_sentence_transformers": st, "encode": enc,
-              "training": [{**t, "plain_share_of_bf16_peak": 0.5}]}
+              "training": [{**t, "plain_share_of_peak": 0.5, "peak": "fp32_matmul_peak_gflops"}]}
     text = bench.format_report(report)
     assert "speedup" in text and "overhead" in text
     json.dumps(report)  # JSON-serialisable

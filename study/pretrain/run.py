@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from study.pretrain import objectives
 from study.pretrain.config import DEFAULT_NAMES, cache_key, default_name, training_settings
 from study.pretrain.store import FINISHED, backbones_dir, register
+from study.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -155,17 +156,6 @@ def evaluate(model, objective: Objective, batches: list[torch.Tensor], precision
 
 def _autocast(precision: str, device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16-mixed")
-
-
-def resolve_precision(precision: str, device) -> str:
-    """`auto` -> bf16-mixed where bf16 is native (CUDA, CPUs with AVX512-BF16 or AMX), else 32-true."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16-mixed"
-    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
-        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    return "bf16-mixed" if native else "32-true"
 
 
 def train_loop(model, objective: Objective, batches, steps: int, val: list[torch.Tensor], lr: float, cfg: DictConfig,
