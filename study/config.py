@@ -214,10 +214,10 @@ def _flat_keys(node: Any, prefix: str = "") -> list[str]:
     return []
 
 
-def _check_keys(layer: DictConfig, where: str) -> None:
+def _check_keys(layer: DictConfig, where: str, schema: type = Config) -> None:
     for key in _flat_keys(layer):
         try:
-            schema_node(key)
+            schema_node(key, schema)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
 
@@ -235,13 +235,10 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:
         raise ConfigError(f"could not parse overrides {list(overrides)}: {e}") from None
 
 
-def load_config(
-    config_file: str | Path | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    validate_backbone: bool = True,
-) -> DictConfig:
-    """Build the validated config. Raises ConfigError before anything heavy happens."""
-    layers = [OmegaConf.structured(Config)]
+def merge_layers(schema: type, config_file: str | Path | None = None,
+                 overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """schema defaults <- YAML file <- key=value overrides; unknown keys and wrong types are ConfigError."""
+    layers = [OmegaConf.structured(schema)]
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
@@ -249,25 +246,34 @@ def load_config(
         layer = OmegaConf.load(path)
         if not isinstance(layer, DictConfig):
             raise ConfigError(f"--config '{config_file}' must hold a mapping of config keys")
-        _check_keys(layer, f"in {config_file}")
+        _check_keys(layer, f"in {config_file}", schema)
         layers.append(layer)
     if overrides:
         layer = parse_overrides(overrides)
-        _check_keys(layer, "override")
+        _check_keys(layer, "override", schema)
         layers.append(layer)
     try:
-        cfg = OmegaConf.merge(*layers)
+        return OmegaConf.merge(*layers)
     except OmegaConfBaseException as e:
-        raise ConfigError(_type_error_message(e)) from None
+        raise ConfigError(_type_error_message(e, schema)) from None
+
+
+def load_config(
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    validate_backbone: bool = True,
+) -> DictConfig:
+    """Build the validated config. Raises ConfigError before anything heavy happens."""
+    cfg = merge_layers(Config, config_file, overrides)
     validate(cfg, validate_backbone=validate_backbone)
     return cfg
 
 
-def _type_error_message(e: OmegaConfBaseException) -> str:
+def _type_error_message(e: OmegaConfBaseException, schema: type = Config) -> str:
     key = getattr(e, "full_key", None) or "?"
     value = getattr(e, "value", None)
     try:
-        f = schema_node(key)
+        f = schema_node(key, schema)
         expected = getattr(f.type, "__name__", None) or str(f.type)
     except ConfigError:
         expected = "see the schema in study/config.py"

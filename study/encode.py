@@ -7,7 +7,6 @@ longest batch comes first so an out-of-memory shows up at once.
 
 from __future__ import annotations
 
-import functools
 from contextlib import nullcontext
 from typing import Callable
 

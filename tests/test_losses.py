@@ -5,7 +5,6 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 
 from study.losses import InfoNCE
 

@@ -15,10 +15,8 @@ from pathlib import Path
 from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from study.config import (ConfigError, WandbConfig, _check_choices, _flat_keys, choice, parse_overrides,
-                          schema_node, to_container)
+from study.config import ConfigError, WandbConfig, _check_choices, choice, merge_layers, to_container
 from study.corpus import CorpusConfig, check_corpus_config
 
 OBJECTIVES = ("autoregressive", "masked_diffusion")
@@ -64,35 +62,9 @@ class PretrainConfig:
 
 def load_pretrain_config(config_file: str | Path | None = None, overrides=()) -> DictConfig:
     """The validated pretraining config; ConfigError (exit 2 in the CLI) before any compute."""
-    layers = [OmegaConf.structured(PretrainConfig)]
-    if config_file is not None:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"--config '{config_file}' does not exist")
-        layer = OmegaConf.load(path)
-        if not isinstance(layer, DictConfig):
-            raise ConfigError(f"--config '{config_file}' must hold a mapping of config keys")
-        _check_keys(layer, f"in {config_file}")
-        layers.append(layer)
-    if overrides:
-        layer = parse_overrides(overrides)
-        _check_keys(layer, "override")
-        layers.append(layer)
-    try:
-        cfg = OmegaConf.merge(*layers)
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None) or "?"
-        raise ConfigError(f"{key}={getattr(e, 'value', None)!r} has the wrong type (see study/pretrain/config.py)") from None
+    cfg = merge_layers(PretrainConfig, config_file, overrides)
     validate(cfg)
     return cfg
-
-
-def _check_keys(layer: DictConfig, where: str) -> None:
-    for key in _flat_keys(layer):
-        try:
-            schema_node(key, PretrainConfig)
-        except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
 
 
 def validate(cfg: DictConfig) -> None:
