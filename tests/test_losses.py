@@ -37,6 +37,8 @@ def _free_port() -> int:
 
 
 def _worker(rank, world, port, q, pos, neg, weight, out):
+    # Spawned, not forked: a fork of a process with live thread pools (torch, W&B) can deadlock.
+    torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     try:
@@ -61,7 +63,7 @@ def test_two_process_ddp_equals_one_process_over_the_global_batch():
     single = InfoNCE(0.05)(q @ w, pos @ w, neg @ w)
     single.backward()
     out = torch.zeros(2, 1 + 36).share_memory_()
-    mp.start_processes(_worker, args=(2, _free_port(), q, pos, neg, weight, out), nprocs=2, start_method="fork")
+    mp.start_processes(_worker, args=(2, _free_port(), q, pos, neg, weight, out), nprocs=2, start_method="spawn")
     mean_loss = out[:, 0].mean()
     assert mean_loss.item() == pytest.approx(single.item(), rel=1e-5)
     torch.testing.assert_close(out[0, 1:], w.grad.flatten(), rtol=1e-4, atol=1e-6)
