@@ -144,7 +144,6 @@ def run_eval(target: str | None, overrides: list[str], config_file: str | None =
     import torch
 
     from study.config import save_config
-    from study.evaluate import evaluate_task
     from study.evaluate import summary as summarize
     from study.results import TABLE, make_table, write_table
     from study.tasks import build_task
@@ -167,16 +166,12 @@ def run_eval(target: str | None, overrides: list[str], config_file: str | None =
         ablation = {"backbone": NAME, "attention": None, "pooling": None, "seed": cfg.seed}
         info = {"model": "bm25s", "k1": 1.5, "b": 0.75}
     else:
-        from study.train import eval_builder
+        from study.train import evaluate_embedder
 
         embedder, backbone = _load_model(mode, cfg, run_dir)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        embedder.to(device).eval()
-        builder = eval_builder(cfg, backbone)
-        cache = _embedding_cache(mode, run_dir, embedder)
-        for task in tasks:
-            rows += evaluate_task(embedder, builder, task, cfg.eval.batch_tokens, cfg.eval.precision, device,
-                                  cfg.eval.depth_buckets, cfg.model.use_instructions, cache=cache)
+        embedder.to(device)
+        rows = evaluate_embedder(cfg, embedder, backbone, device, tasks, _embedding_cache(mode, run_dir, embedder))
         ablation = {"backbone": cfg.model.backbone, "attention": cfg.model.attention, "pooling": cfg.model.pooling,
                     "seed": cfg.seed}
         info = dict(backbone.info)
@@ -195,6 +190,6 @@ def run_eval(target: str | None, overrides: list[str], config_file: str | None =
     metrics = {**{f"eval/{k}": v for k, v in scores.items()}, "time/eval_seconds": seconds}
     logger.log_metrics(metrics, step=0)
     aggregates = table[table.query_id.isna()].drop(columns=["query_id", "depth"])
-    finish(logger, out, summary=metrics, tables={"eval/results": aggregates.astype(str)})
+    finish(logger, out, summary=metrics, tables={"eval/results": aggregates.astype(str)}, results_file=out / TABLE)
     log.info("evaluated %s on %s in %.0fs -> %s", ablation["backbone"], ", ".join(cfg.eval.tasks), seconds, out)
     return EvalResult(out, table, scores)

@@ -109,17 +109,17 @@ def eval_builder(cfg: DictConfig, backbone):
                         cfg.model.append_eos, cfg.model.exclude_instruction)
 
 
-def evaluate_embedder(cfg: DictConfig, embedder, backbone, device) -> list[dict]:
+def evaluate_embedder(cfg: DictConfig, embedder, backbone, device, tasks=None, cache=None) -> list[dict]:
+    """Rows of every task in `cfg.eval.tasks` (or the already built `tasks`); `cache`: an embedding cache."""
     from study.evaluate import evaluate_task
     from study.tasks import build_task
 
     builder = eval_builder(cfg, backbone)
     embedder.eval()
     rows = []
-    for name in cfg.eval.tasks:
-        task = build_task(name, cfg.eval)
+    for task in tasks if tasks is not None else (build_task(name, cfg.eval) for name in cfg.eval.tasks):
         rows += evaluate_task(embedder, builder, task, cfg.eval.batch_tokens, cfg.eval.precision, device,
-                              cfg.eval.depth_buckets, cfg.model.use_instructions)
+                              cfg.eval.depth_buckets, cfg.model.use_instructions, cache=cache)
     return rows
 
 
