@@ -44,7 +44,9 @@ def evaluate_bm25(task: RetrievalTask, depth_buckets: int = 5) -> list[dict]:
         t0 = time.perf_counter()
         qids, dids = list(split.queries), list(split.corpus)
         scores = bm25_scores([split.queries[q] for q in qids], [split.corpus[d] for d in dids])
-        rows += split_rows(task.name, split, score_matrix(scores, qids, dids, split.qrels), depth_buckets)
+        # BM25 reads whole documents: every recorded answer is visible to it.
+        seen = {q: {"answer_visible": True} for q in split.answer_span}
+        rows += split_rows(task.name, split, score_matrix(scores, qids, dids, split.qrels), depth_buckets, seen)
         log.info("bm25 %s length=%s: %d queries x %d docs in %.1fs", task.name, split.length, len(qids), len(dids),
                  time.perf_counter() - t0)
     return rows + aggregate(rows)

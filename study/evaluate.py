@@ -44,6 +44,36 @@ def score_matrix(scores: np.ndarray, qids: list[str], dids: list[str], qrels) ->
     return [(q, name, v) for (q, name), v in per_query.items()]
 
 
+def visibility(builder, split, instruction: str = "") -> dict[str, dict]:
+    """What the model saw of each query's relevant document, after truncation.
+
+    Per query: `encoded_length` (text tokens of the relevant document actually encoded),
+    `answer_offset` (token offset of the answer's start, when the task records where the answer is)
+    and `answer_visible` (whether the whole answer lies inside the encoded tokens)."""
+    room = builder.text_room(instruction)
+    qids = [q for q in split.queries if _relevant(split, q) is not None]
+    docs = [split.corpus[_relevant(split, q)] for q in qids]
+    lengths = [len(ids) for ids in builder.tokenize(docs)]
+    spans = {q: split.answer_span[q] for q in qids if q in split.answer_span}
+    ends = dict(zip(spans, builder.tokenize([split.corpus[_relevant(split, q)][: s[1]] for q, s in spans.items()])))
+    starts = dict(zip(spans, builder.tokenize([split.corpus[_relevant(split, q)][: s[0]] for q, s in spans.items()])))
+    out = {}
+    for q, n in zip(qids, lengths):
+        seen = min(n, room)
+        row = {"encoded_length": seen, "answer_offset": None, "answer_visible": None}
+        if q in spans:
+            row["answer_offset"] = len(starts[q])
+            row["answer_visible"] = len(ends[q]) <= seen
+        out[q] = row
+    return out
+
+
+def _relevant(split, qid: str) -> str | None:
+    """The query's most relevant document (ties by id), as the length bucket uses."""
+    positives = sorted((-g, d) for d, g in split.qrels.get(qid, {}).items() if g > 0 and d in split.corpus)
+    return positives[0][1] if positives else None
+
+
 def evaluate_task(embed, builder, task: RetrievalTask, batch_tokens: int, precision: str, device,
                   depth_buckets: int = 5, use_instructions: bool = True, cache=None) -> list[dict]:
     """`cache` (study.embedding_cache.EmbeddingCache) makes re-evaluating the same checkpoint cheap."""
@@ -56,19 +86,24 @@ def evaluate_task(embed, builder, task: RetrievalTask, batch_tokens: int, precis
                        cache=cache)
         d_emb = encode(embed, builder, [split.corpus[d] for d in dids], task.doc_instruction, batch_tokens,
                        precision, device, cache=cache)
-        rows += split_rows(task.name, split, score_split(q_emb, d_emb, qids, dids, split.qrels), depth_buckets)
+        rows += split_rows(task.name, split, score_split(q_emb, d_emb, qids, dids, split.qrels), depth_buckets,
+                           visibility(builder, split, task.doc_instruction))
         log.info("%s length=%s: %d queries x %d docs in %.1fs", task.name, split.length, len(qids), len(dids),
                  time.perf_counter() - t0)
     return rows + aggregate(rows)
 
 
-def split_rows(task_name: str, split, scored: list[tuple], depth_buckets: int = 5) -> list[dict]:
-    """Per-query result rows; a real task's split gives each query its own length bucket."""
+def split_rows(task_name: str, split, scored: list[tuple], depth_buckets: int = 5,
+               seen: dict[str, dict] | None = None) -> list[dict]:
+    """Per-query result rows; a real task's split gives each query its own length bucket.
+
+    `seen` (from `visibility`) adds what the model saw of the relevant document."""
     rows = []
     for qid, metric, value in scored:
         depth = split.depth.get(qid)
         rows.append(dict(task=task_name, length=split.length_of(qid), depth=depth,
-                         depth_bucket=bucket_label(depth, depth_buckets), query_id=qid, metric=metric, value=value))
+                         depth_bucket=bucket_label(depth, depth_buckets), query_id=qid, metric=metric, value=value,
+                         **(seen or {}).get(qid, {})))
     return rows
 
 

@@ -46,6 +46,10 @@ class InputBuilder:
     def instruction_ids(self, instruction: str) -> tuple[int, ...]:
         return tuple(self.tokenizer(instruction, add_special_tokens=False)["input_ids"]) if instruction else ()
 
+    def text_room(self, instruction: str = "") -> int:
+        """How many text tokens fit after the special tokens and the instruction (the truncation point)."""
+        return max(1, self.max_length - len(self.prefix) - len(self.suffix) - len(self.instruction_ids(instruction)))
+
     def sequence(self, ids: list[int], instruction: str = "") -> tuple[list[int], int]:
         """Full id sequence (truncated text) and the number of leading non-pooled positions."""
         instr = list(self.instruction_ids(instruction))

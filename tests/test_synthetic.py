@@ -65,3 +65,19 @@ def test_needle_haystack_is_bible_text_and_passkey_haystack_is_filler(tasks):
     assert "The grass is green. The sky is blue." in doc
     doc = next(iter(tasks["needle"].splits[0].corpus.values()))
     assert "LORD" in doc or "God" in doc or "unto" in doc
+
+
+def test_needle_and_passkey_record_the_character_span_of_the_planted_sentence():
+    from study.tasks.synthetic import needle, passkey
+
+    for task in (passkey([256, 1024], 8, 8, seed=5), needle([256], 8, 8, seed=5)):
+        for split in task.splits:
+            assert set(split.answer_span) == set(split.queries)
+            for qid, (start, end) in split.answer_span.items():
+                doc = split.corpus[next(iter(split.qrels[qid]))]
+                planted = doc[start:end]
+                assert planted.endswith(".") and len(planted.split()) >= 6
+                # The sentence the query asks about: its key word (the name or subject) is in it.
+                key = split.queries[qid].rstrip("?").split()[-1]
+                assert key.lower() in planted.lower()
+                assert abs(start / len(doc) - split.depth[qid]) < 0.1

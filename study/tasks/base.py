@@ -31,6 +31,9 @@ class Split:
     depth: dict[str, float] = field(default_factory=dict)
     # Per-query length bucket (tokens); overrides `length` in the results table.
     query_length: dict[str, int] = field(default_factory=dict)
+    # Character span (start, end) of the answer in the relevant document, per query: the evaluator
+    # turns it into token offsets, so it knows whether the answer survived truncation.
+    answer_span: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def length_of(self, qid: str) -> int | None:
         return self.query_length.get(qid, self.length)

@@ -71,8 +71,10 @@ def _stratified_depths(rng: np.random.Generator, n: int) -> np.ndarray:
     return (rng.permutation(n) + rng.random(n)) / n
 
 
-def _insert(units: list[str], sentence: str, depth: float, budget: int) -> tuple[str, float]:
-    """Fill `budget` words from `units` with `sentence` inserted at a unit boundary near `depth`."""
+def _insert(units: list[str], sentence: str, depth: float, budget: int) -> tuple[str, float, tuple[int, int]]:
+    """Fill `budget` words from `units` with `sentence` inserted at a unit boundary near `depth`.
+
+    Returns the text, the needle's relative depth (word offset / other words) and its character span."""
     n_needle = len(sentence.split())
     kept, count = [], 0
     for u in units:
@@ -84,9 +86,10 @@ def _insert(units: list[str], sentence: str, depth: float, budget: int) -> tuple
     # Place the needle at the boundary whose word offset is closest to depth * count.
     offsets = np.cumsum([0] + [len(u.split()) for u in kept])
     pos = int(np.argmin(np.abs(offsets - depth * count)))
+    before = " ".join(kept[:pos])
+    start = len(before) + (1 if before else 0)
     text = " ".join(kept[:pos] + [sentence] + kept[pos:])
-    total = count + n_needle
-    return text, float(offsets[pos] / max(total - n_needle, 1))
+    return text, float(offsets[pos] / max(count, 1)), (start, start + len(sentence))
 
 
 def _doc_ids(rng: np.random.Generator, n: int, prefix: str) -> list[str]:
@@ -102,14 +105,15 @@ def _build(name, lengths, num_queries, num_docs, seed, make_doc) -> list[Split]:
         ids = _doc_ids(rng, num_docs, f"{name[0]}{length}-")
         depths = _stratified_depths(rng, num_docs)
         facts = make_doc.facts(rng, num_docs)
-        corpus, queries, qrels, depth = {}, {}, {}, {}
+        corpus, queries, qrels, depth, span = {}, {}, {}, {}, {}
         for i, (doc_id, (sentence, question)) in enumerate(zip(ids, facts)):
-            text, actual_depth = make_doc.text(rng, length, sentence, depths[i])
+            text, actual_depth, needle_span = make_doc.text(rng, length, sentence, depths[i])
             corpus[doc_id] = text
             if i < num_queries:
                 qid = f"q-{doc_id}"
-                queries[qid], qrels[qid], depth[qid] = question, {doc_id: 1}, actual_depth
-        splits.append(Split(length=length, queries=queries, corpus=corpus, qrels=qrels, depth=depth))
+                queries[qid], qrels[qid], depth[qid], span[qid] = question, {doc_id: 1}, actual_depth, needle_span
+        splits.append(Split(length=length, queries=queries, corpus=corpus, qrels=qrels, depth=depth,
+                            answer_span=span))
     return splits
 
 
