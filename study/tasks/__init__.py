@@ -3,6 +3,8 @@
     passkey, needle          built-in synthetic (LongEmbed-style, regenerated from eval.seed)
     pydocs                   built-in real: Python 3.11 docs pages, module descriptions as queries
     pydocs-index             the same pages, queried by their back-of-book index terms
+    pydocs-deep              the same pages, each found from a passage taken out of it at a recorded depth
+                             (eval.num_queries passages, eval.num_docs candidate pages, from eval.seed)
     beir:<path>              any BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/test.tsv)
     longembed:<config>       hub dataset dwzhu/LongEmbed (narrativeqa, qmsum, 2wikimqa, summ_screen_fd,
                              passkey, needle); longembed:<folder> reads the same data from disk
@@ -23,7 +25,7 @@ from study.tasks.synthetic import needle, passkey
 
 # name -> builder(lengths, num_queries, num_docs, seed)
 SYNTHETIC: dict[str, Callable[..., RetrievalTask]] = {"passkey": passkey, "needle": needle}
-REAL = ("pydocs", "pydocs-index")
+REAL = ("pydocs", "pydocs-index", "pydocs-deep")
 PREFIXES = {
     "beir": "beir:<path>  a BEIR-format folder",
     "longembed": "longembed:<config>  hub dwzhu/LongEmbed (or longembed:<local folder>)",
@@ -97,6 +99,10 @@ def build_task(name: str, eval_cfg) -> RetrievalTask:
         from study.tasks.pydocs import pydocs_index
 
         return pydocs_index()
+    if kind == "pydocs-deep":
+        from study.tasks.pydocs_deep import pydocs_deep
+
+        return pydocs_deep(list(eval_cfg.lengths), eval_cfg.num_queries, eval_cfg.num_docs, eval_cfg.seed)
     if kind == "beir":
         from study.tasks.beir import load_beir
 
