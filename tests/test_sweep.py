@@ -368,3 +368,18 @@ def _kill_and_resume(tmp_path, name, path, study_dir, url, storage, cmd, backend
             if f.is_file():
                 assert secret.encode() not in f.read_bytes(), f
         assert "postgres:***@" in status.stdout
+
+
+def test_grid_runs_seed_major_with_attention_pairs_adjacent(tmp_path):
+    """A grid stopped after its first seed already holds every bidirectional/causal pair of that seed."""
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        "name: order\nbase: {model: {backbone: tiny-qwen2}}\n"
+        "space:\n  model.attention: {type: categorical, choices: [bidirectional, causal]}\n"
+        "  model.pooling: {type: categorical, choices: [mean, last_token]}\n"
+        "sampler: grid\nseeds: [0, 1, 2]\nobjective: {metric: average/ndcg_at_1, direction: maximize}\n")
+    cells = load_spec(path).cells()
+    assert [c["seed"] for c in cells] == [0] * 4 + [1] * 4 + [2] * 4
+    for first, second in zip(cells[::2], cells[1::2]):
+        assert {first["model.attention"], second["model.attention"]} == {"bidirectional", "causal"}
+        assert first["model.pooling"] == second["model.pooling"] and first["seed"] == second["seed"]

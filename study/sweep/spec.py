@@ -47,6 +47,7 @@ HEARTBEAT_KEYS = ("interval", "grace_period", "max_retries")
 # Keys the sweep itself sets for every trial; sweeping them would break the study layout.
 RESERVED = ("seed", "run_name", "output_dir", "wandb.group", "wandb.job_type")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+PAIRED_AXIS = "model.attention"  # the contrast the default study is about: its pairs are queued together
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,13 @@ class SweepSpec:
         return self.sampler == "grid"
 
     def cells(self) -> list[dict[str, Any]]:
-        """Grid: every combination of the space's values, times every seed (seed is a param)."""
-        keys = list(self.space)
-        combos = itertools.product(*(self.space[k].grid_values() for k in keys), self.seeds)
-        return [{**dict(zip(keys, values[:-1])), "seed": values[-1]} for values in combos]
+        """Grid: every combination of the space's values, times every seed (seed is a param).
+
+        Seed-major (all cells of the first seed, then the next seed, ...) with the attention axis
+        innermost, so a grid stopped early already holds complete bidirectional/causal pairs."""
+        keys = sorted(self.space, key=lambda k: k == PAIRED_AXIS)  # stable: the spec's order otherwise
+        combos = itertools.product(self.seeds, *(self.space[k].grid_values() for k in keys))
+        return [{**dict(zip(keys, values[1:])), "seed": values[0]} for values in combos]
 
     def suggest(self, trial) -> dict[str, Any]:
         """The trial's params (registered with Optuna, so dashboards show them); seed included."""
