@@ -327,6 +327,9 @@ def validate(cfg: DictConfig, validate_backbone: bool = True) -> None:
         raise ConfigError(
             f"run_name={cfg.run_name!r} may hold only letters, digits and . _ + - (it names a folder)"
         )
+    if cfg.trainer.strategy == "fsdp" and cfg.trainer.accelerator == "cpu":
+        raise ConfigError("trainer.strategy='fsdp' needs GPUs (Lightning's FSDP refuses accelerator='cpu'); "
+                          "on CPUs choose one of: auto, ddp")
     if cfg.model.pooling == "latent_attention" and cfg.model.latent_attention.num_latents < 1:
         raise ConfigError("model.latent_attention.num_latents must be >= 1")
     # Late imports keep `study --help` fast and avoid import cycles.

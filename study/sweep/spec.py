@@ -47,6 +47,8 @@ HEARTBEAT_KEYS = ("interval", "grace_period", "max_retries")
 # Keys the sweep itself sets for every trial; sweeping them would break the study layout.
 RESERVED = ("seed", "run_name", "output_dir", "wandb.group", "wandb.job_type")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+# A worker's processes (study/trial_group.py) are fixed for its lifetime: these go in base, not in space.
+PER_WORKER = ("trainer.devices", "trainer.num_nodes", "trainer.accelerator")
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,9 @@ def _parse_param(key: str, raw: Any, path: str) -> Param:
     if key in RESERVED:
         hint = " (use `seeds: [...]` for seeds)" if key == "seed" else ""
         raise _fail(path, f"space may not sweep {key!r}{hint}; the sweep sets {', '.join(RESERVED)} itself")
+    if key in PER_WORKER:
+        raise _fail(path, f"space may not sweep {key!r}: a worker's processes are set once for its lifetime; "
+                          f"set {', '.join(PER_WORKER)} in base (or run one sweep per setting)")
     if not isinstance(raw, dict) or raw.get("type") not in PARAM_TYPES:
         got = raw.get("type") if isinstance(raw, dict) else raw
         raise _fail(path, f"space.{key}: type={got!r} is not valid; choose one of: {', '.join(PARAM_TYPES)}")
