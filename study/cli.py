@@ -46,7 +46,11 @@ def _quiet_libraries() -> None:
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.INFO if not verbose else logging.DEBUG,
+    from study.launch import is_side_effect_process
+
+    # Under torchrun/srun every rank runs the command: the others would repeat rank 0's log.
+    level = (logging.DEBUG if verbose else logging.INFO) if is_side_effect_process() else logging.WARNING
+    logging.basicConfig(level=level,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
