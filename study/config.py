@@ -107,6 +107,9 @@ class OptimConfig:
 @dataclass
 class TrainerConfig:
     max_steps: int = 150
+    # Per process. The global batch of one optimizer step is batch_size x devices x num_nodes
+    # x accumulate_grad_batches; in-batch negatives span batch_size x devices x num_nodes (gathered
+    # across processes), so 2 devices x 8 train like 1 device x 16.
     batch_size: int = 16
     accumulate_grad_batches: int = 1
     precision: str = choice("auto", PRECISIONS)

@@ -334,7 +334,7 @@ def plan_file(path: str | Path, overrides: list[str] = (), gpu: str = "h100", ut
     return out
 
 
-def _si(x: float) -> str:
+def si(x: float) -> str:
     for unit, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(x) >= scale:
             return f"{x / scale:.3g}{unit}"
@@ -347,10 +347,10 @@ def format_plan(rows: list[CellPlan], gpu: str, utilization: float, query_tokens
 
     name, peak, mem = PEAK_TFLOPS[gpu]
     table = pd.DataFrame([{
-        "cell": r.label, "params": _si(r.arch.params), "LoRA": _si(r.arch.lora_params) if r.arch.lora_params else "-",
-        "GPUs": r.world, "batch": r.global_batch, "train tokens": _si(r.train["tokens"]),
-        "train FLOP": _si(r.train["total"]), "attn %": round(100 * r.train["attention"] / r.train["total"]),
-        "eval tokens": _si(r.eval_tokens), "eval FLOP": _si(r.eval_flops),
+        "cell": r.label, "params": si(r.arch.params), "LoRA": si(r.arch.lora_params) if r.arch.lora_params else "-",
+        "GPUs": r.world, "batch": r.global_batch, "train tokens": si(r.train["tokens"]),
+        "train FLOP": si(r.train["total"]), "attn %": round(100 * r.train["attention"] / r.train["total"]),
+        "eval tokens": si(r.eval_tokens), "eval FLOP": si(r.eval_flops),
         "train h": round(r.train_seconds / 3600, 2), "eval h": round(r.eval_seconds / 3600, 2),
         "GPU-h": round(r.gpu_hours, 2),
         "mem/GPU GB": f"{r.memory['total'] / 1e9:.1f} (w {r.memory['weights'] / 1e9:.1f} + opt "
@@ -361,7 +361,7 @@ def format_plan(rows: list[CellPlan], gpu: str, utilization: float, query_tokens
     lines = [f"cost plan on {name} ({rate}) at {utilization:.0%} utilisation; queries {query_tokens} tokens, "
              f"documents {'model.max_length' if doc_tokens is None else doc_tokens} tokens (padded upper bound)",
              table.to_string(index=False),
-             f"total: {len(rows)} trials, {_si(sum(r.train['total'] + r.eval_flops for r in rows))}FLOP, "
+             f"total: {len(rows)} trials, {si(sum(r.train['total'] + r.eval_flops for r in rows))}FLOP, "
              f"{sum(r.gpu_hours for r in rows):.1f} GPU-hours; one worker runs them in "
              f"{sum(r.train_seconds + r.eval_seconds for r in rows) / 3600:.1f} h (N workers: / N)"]
     unknown = sorted({t for r in rows for t in r.unknown_tasks})
