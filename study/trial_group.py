@@ -168,6 +168,12 @@ def _init(launch: Launch, backend: str):
     """Join the default process group (Lightning reuses it) and create the gloo control group."""
     import torch.distributed as dist
 
+    if launch.kind == "slurm" and not {"MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):
+        # srun sets neither: Lightning's rule (first node of the job, port from the job id) sets both.
+        from lightning.fabric.plugins.environments import SLURMEnvironment
+
+        env = SLURMEnvironment(auto_requeue=False)
+        env.main_address, env.main_port  # noqa: B018 - reading them exports MASTER_ADDR / MASTER_PORT
     if not dist.is_initialized():
         dist.init_process_group(backend, rank=launch.rank, world_size=launch.world_size, timeout=_timeout())
     return dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)

@@ -148,3 +148,22 @@ def test_multi_node_without_a_launcher_is_refused(clean_env):
     with pytest.raises(ConfigError, match="trainer.num_nodes=2 needs a launcher.*srun or torchrun"):
         trial_group.start(trainer)
     assert trial_group.start(OmegaConf.create({"devices": "1", "num_nodes": 1, "accelerator": "cpu"})) is None
+
+
+def test_slurm_group_gets_its_rendezvous_address_from_the_job(clean_env):
+    """srun sets no MASTER_ADDR/PORT; the trial group takes Lightning's: first node of the list, 15000 + job id tail."""
+    from study import trial_group
+
+    for var, value in {**SLURM, "SLURM_PROCID": "0", "SLURM_NODELIST": "gpu[07-08]"}.items():
+        clean_env.setenv(var, value)
+    for var in ("MASTER_ADDR", "MASTER_PORT"):  # set then deleted: monkeypatch removes what the code sets
+        clean_env.setenv(var, "x")
+        clean_env.delenv(var)
+    seen = {}
+    clean_env.setattr("torch.distributed.is_initialized", lambda: True)  # stop before a real rendezvous
+    clean_env.setattr("torch.distributed.new_group", lambda **kw: seen.update(kw) or "control")
+    assert trial_group._init(launch.detect(), "nccl") == "control"
+    import os
+
+    assert os.environ["MASTER_ADDR"] == "gpu07" and os.environ["MASTER_PORT"] == str(15000 + 3456)
+    assert seen["backend"] == "gloo" and seen["timeout"] == trial_group.CONTROL_TIMEOUT

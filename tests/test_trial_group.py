@@ -28,10 +28,10 @@ GRID = {"model.pooling": {"type": "categorical", "choices": ["mean", "last_token
 KEYS = ["trial", "task", "length", "depth_bucket", "query_id", "metric"]
 
 
-def write_spec(tmp_path: Path, name: str, trainer: dict) -> Path:
+def write_spec(tmp_path: Path, name: str, trainer: dict, grid: dict = GRID) -> Path:
     base = {**BASE, "output_dir": str(tmp_path / "runs"), "trainer": {**BASE["trainer"], **trainer}}
     spec = tmp_path / f"{name}.yaml"
-    spec.write_text(yaml.safe_dump({"name": name, "base": base, "space": GRID, "sampler": "grid", "seeds": [0]}))
+    spec.write_text(yaml.safe_dump({"name": name, "base": base, "space": grid, "sampler": "grid", "seeds": [0]}))
     return spec
 
 
@@ -90,3 +90,39 @@ def _initial_weights(tmp_path: Path) -> dict:
     cfg = load_config(None, ["seed=0"])
     load_backbone(cfg.model, seed=0).model.save_pretrained(tmp_path / "init")
     return load_file(tmp_path / "init" / "model.safetensors")
+
+
+FAKE_SRUN = """#!/bin/bash
+# srun's job on one machine: SLURM_NTASKS copies of the command, each with the variables srun sets per task.
+while [[ "$1" == --* ]]; do shift; done
+pids=()
+for ((i = 0; i < SLURM_NTASKS; i++)); do SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_NODEID=0 "$@" & pids+=($!); done
+rc=0
+for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+exit $rc
+"""
+
+
+@pytest.mark.slow
+def test_sbatch_script_runs_a_ddp_worker_under_srun(tmp_path):
+    """scripts/sbatch_sweep.sh as SLURM runs it (srun stood in for by 2 local tasks): rank 0 sweeps,
+    SLURM rank 1 trains with it, the rendezvous comes from the job's variables, one run is recorded."""
+    import os
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text(FAKE_SRUN)
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    one_cell = {"model.pooling": {"type": "categorical", "choices": ["mean"]}}
+    spec = write_spec(tmp_path, "slurm", {"strategy": "ddp", "batch_size": 4}, one_cell)  # devices: from SLURM
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "PY": sys.executable,
+           "STUDY_SWEEP_STORAGE": str(tmp_path / "study.journal"), "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "2",
+           "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_JOB_NAME": "study-sweep",
+           "SLURM_NODELIST": "localhost", "SLURM_SUBMIT_DIR": str(tmp_path), "SLURM_CPUS_PER_TASK": "1"}
+    script = Path(__file__).parent.parent / "scripts" / "sbatch_sweep.sh"
+    done = subprocess.run(["bash", str(script), str(spec)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("states:") == 1 and "COMPLETE 1, PRUNED 0, FAIL 0" in done.stdout
+    trial = tmp_path / "runs" / "slurm" / "trials" / "0"
+    assert (trial / "results.parquet").is_file()
+    assert len(list(trial.glob("wandb/offline-run-*/run-*.wandb"))) == 1
+    assert "(slurm launch)" in done.stderr and "trial group: 2 processes" in done.stderr
