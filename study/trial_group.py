@@ -78,10 +78,11 @@ def _backend(accelerator: str) -> str:
 class TrialGroup:
     """The process group of one sweep worker; the leader's handle to send trials to its followers."""
 
-    def __init__(self, launch: Launch, control, children: list[subprocess.Popen]):
+    def __init__(self, launch: Launch, control, children: list[subprocess.Popen], saved_env: dict | None = None):
         self.launch = launch
         self.control = control
         self.children = children
+        self.saved_env = saved_env or {}  # this process's launch variables before it became rank 0
 
     # ------------------------------------------------------------ leader side
 
@@ -131,6 +132,11 @@ class TrialGroup:
                     p.kill()
                     p.wait()
             _destroy()
+            for key, value in self.saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
             _current = None
 
 
@@ -188,6 +194,7 @@ def start(trainer_cfg, launch: Launch | None = None) -> TrialGroup | None:
 
     launch = launch or detect()
     children: list[subprocess.Popen] = []
+    saved: dict = {}
     if not launch.external:
         local = devices_count(trainer_cfg.devices, trainer_cfg.accelerator)
         if trainer_cfg.num_nodes > 1:
@@ -195,6 +202,8 @@ def start(trainer_cfg, launch: Launch | None = None) -> TrialGroup | None:
                               "on every node: run the sweep under srun or torchrun (docs/cluster.md)")
         if local == 1:
             return None
+        saved = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+                                                "NODE_RANK", "RANK", "LOCAL_RANK", "OMP_NUM_THREADS", GROUP_ENV)}
         launch, children = _start_followers(local, trainer_cfg.accelerator)
     elif launch.world_size == 1:
         return None
@@ -203,8 +212,11 @@ def start(trainer_cfg, launch: Launch | None = None) -> TrialGroup | None:
     except BaseException:
         for p in children:
             p.kill()
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
+        for k in [k for k, v in saved.items() if v is None]:
+            os.environ.pop(k, None)
         raise
-    _current = TrialGroup(launch, control, children)
+    _current = TrialGroup(launch, control, children, saved)
     log.info("trial group: %d processes (%s launch), this process is rank 0", launch.world_size, launch.kind)
     return _current
 

@@ -167,3 +167,19 @@ def test_slurm_group_gets_its_rendezvous_address_from_the_job(clean_env):
 
     assert os.environ["MASTER_ADDR"] == "gpu07" and os.environ["MASTER_PORT"] == str(15000 + 3456)
     assert seen["backend"] == "gloo" and seen["timeout"] == trial_group.CONTROL_TIMEOUT
+
+
+def test_closing_a_group_restores_the_launch_variables(clean_env):
+    """A worker that started its own followers was rank 0 only while its group lived."""
+    from study import trial_group
+
+    clean_env.setenv("MASTER_PORT", "1")
+    clean_env.setattr("torch.distributed.is_initialized", lambda: False)
+    group = trial_group.TrialGroup(launch.Launch("env", 0, 0, 2, 2, 0), None, [],
+                                   {"MASTER_PORT": "1", "RANK": None, launch.GROUP_ENV: None})
+    import os
+
+    os.environ.update(MASTER_PORT="29999", RANK="0", **{launch.GROUP_ENV: "1"})
+    group.close(ok=False)
+    assert os.environ["MASTER_PORT"] == "1" and "RANK" not in os.environ and launch.GROUP_ENV not in os.environ
+    assert launch.detect() == launch.SINGLE
