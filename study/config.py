@@ -107,6 +107,9 @@ class OptimConfig:
 @dataclass
 class TrainerConfig:
     max_steps: int = 150
+    # Per process. The global batch of one optimizer step is batch_size x devices x num_nodes
+    # x accumulate_grad_batches; in-batch negatives span batch_size x devices x num_nodes (gathered
+    # across processes), so 2 devices x 8 train like 1 device x 16.
     batch_size: int = 16
     accumulate_grad_batches: int = 1
     precision: str = choice("auto", PRECISIONS)
@@ -327,6 +330,9 @@ def validate(cfg: DictConfig, validate_backbone: bool = True) -> None:
         raise ConfigError(
             f"run_name={cfg.run_name!r} may hold only letters, digits and . _ + - (it names a folder)"
         )
+    if cfg.trainer.strategy == "fsdp" and cfg.trainer.accelerator == "cpu":
+        raise ConfigError("trainer.strategy='fsdp' needs GPUs (Lightning's FSDP refuses accelerator='cpu'); "
+                          "on CPUs choose one of: auto, ddp")
     if cfg.model.pooling == "latent_attention" and cfg.model.latent_attention.num_latents < 1:
         raise ConfigError("model.latent_attention.num_latents must be >= 1")
     # Late imports keep `study --help` fast and avoid import cycles.

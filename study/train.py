@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from study.config import ConfigError, save_config
+from study.launch import is_side_effect_process, placement
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,27 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     return run_dir
 
 
+def prepare_outputs(cfg: DictConfig, run_dir: Path | None = None) -> Path:
+    """Rank 0: the run folder with config.yaml and train.log. The other ranks of a multi-process run write
+    nothing: for them the returned folder is only a name (study/launch.py decides which rank is which)."""
+    if not is_side_effect_process():
+        return run_dir or Path(cfg.output_dir) / (cfg.run_name or "rank-nonzero")
+    run_dir = prepare_run_dir(cfg, run_dir)
+    save_config(cfg, run_dir / "config.yaml")
+    _log_to_file(run_dir / "train.log")
+    return run_dir
+
+
+def run_logger(cfg: DictConfig, run_dir: Path, run_id: str, run_name: str, extra_config: dict,
+               tags: list[str] | None):
+    """The run's W&B logger on rank 0; False (no logger, no W&B files) on the other ranks."""
+    from study.tracking import make_logger
+
+    if not is_side_effect_process():
+        return False
+    return make_logger(cfg, run_dir, run_id, run_name, extra_config=extra_config, tags=tags)
+
+
 def optimizer_factory(ocfg, max_steps: int):
     from transformers import get_scheduler
 
@@ -84,15 +106,19 @@ class PairCollator:
 
 
 def dataloaders(cfg: DictConfig, builder):
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, RandomSampler
 
     from study.data.pairs import load_pairs
 
     pairs = load_pairs(cfg.data)
     collate = PairCollator(builder, cfg.data.hard_negatives, cfg.model.use_instructions)
     generator = torch.Generator().manual_seed(cfg.seed)
-    train = DataLoader(pairs["train"], batch_size=cfg.trainer.batch_size, shuffle=True, drop_last=True,
-                       collate_fn=collate, generator=generator, num_workers=cfg.trainer.num_workers)
+    # An explicit sampler owns the generator, so its first permutation is randperm(seed): the one Lightning's
+    # DistributedSampler(seed=seed) deals out rank by rank. DDP on N devices then sees the same global batches
+    # as one device with N x batch_size (in the first epoch; later epochs reshuffle differently).
+    sampler = RandomSampler(pairs["train"], generator=generator)
+    train = DataLoader(pairs["train"], batch_size=cfg.trainer.batch_size, sampler=sampler, drop_last=True,
+                       collate_fn=collate, num_workers=cfg.trainer.num_workers)
     val = None
     if cfg.data.num_val_pairs > 0 and len(pairs["validation"]):
         val_set = pairs["validation"].select(range(min(cfg.data.num_val_pairs, len(pairs["validation"]))))
@@ -144,12 +170,10 @@ def train_and_evaluate(
     from study.module import ContrastiveModule
     from study.precision import resolve_precision, training_device
     from study.results import TABLE, make_table, write_table
-    from study.tracking import finish, make_logger
+    from study.tracking import finish
 
-    run_dir = prepare_run_dir(cfg, run_dir)
+    run_dir = prepare_outputs(cfg, run_dir)
     run_name = cfg.run_name or run_dir.name
-    save_config(cfg, run_dir / "config.yaml")
-    _log_to_file(run_dir / "train.log")
     run_id = (identity or {}).get("run_id") or uuid.uuid4().hex[:8]
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -165,14 +189,13 @@ def train_and_evaluate(
         InfoNCE(cfg.loss.temperature, gather=cfg.loss.gather_across_processes),
         optimizer_factory(cfg.optim, cfg.trainer.max_steps),
     )
-    logger = make_logger(cfg, run_dir, run_id, run_name,
-                         extra_config={"backbone_info": backbone.info, **(identity or {})}, tags=wandb_tags)
+    logger = run_logger(cfg, run_dir, run_id, run_name, {"backbone_info": backbone.info, **(identity or {})},
+                        wandb_tags)
     trainer = pl.Trainer(
         max_steps=cfg.trainer.max_steps,
         accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
         strategy=cfg.trainer.strategy,
-        num_nodes=cfg.trainer.num_nodes,
+        **placement(cfg.trainer),  # devices, num_nodes, cluster plugin: from torchrun/srun when they launched us
         precision=resolve_precision(cfg.trainer.precision, training_device(cfg.trainer.accelerator)),
         accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
         gradient_clip_val=cfg.trainer.gradient_clip_val or None,
@@ -202,24 +225,24 @@ def train_and_evaluate(
                    summary={"state": "pruned"} if pruned else None)
         raise
     train_seconds = time.perf_counter() - t0
-    if not trainer.is_global_zero:
-        return None
-
-    t0 = time.perf_counter()
-    device = trainer.strategy.root_device
-    embedder.to(device)
-    rows = evaluate_embedder(cfg, embedder, backbone, device)
-    eval_seconds = time.perf_counter() - t0
-    identity = {
-        "study": "", "trial": -1, "run_id": run_id, "run_name": run_name,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "backbone": cfg.model.backbone, "attention": cfg.model.attention, "pooling": cfg.model.pooling,
-        "seed": cfg.seed, **(identity or {}),
-    }
-    table = make_table(rows, identity, extra_columns)
-    scores = summarize(rows)
-    if cfg.save_model:
-        save_model(cfg, embedder, backbone, run_dir / "model")
+    with whole_weights(trainer):  # FSDP: all ranks gather the sharded weights onto rank 0 (else a no-op)
+        if not trainer.is_global_zero:
+            return None
+        t0 = time.perf_counter()
+        device = trainer.strategy.root_device
+        embedder.to(device)
+        rows = evaluate_embedder(cfg, embedder, backbone, device)
+        eval_seconds = time.perf_counter() - t0
+        identity = {
+            "study": "", "trial": -1, "run_id": run_id, "run_name": run_name,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "backbone": cfg.model.backbone, "attention": cfg.model.attention, "pooling": cfg.model.pooling,
+            "seed": cfg.seed, **(identity or {}),
+        }
+        table = make_table(rows, identity, extra_columns)
+        scores = summarize(rows)
+        if cfg.save_model:
+            save_model(cfg, embedder, backbone, run_dir / "model")
     write_table(table, run_dir / TABLE)  # written last: its presence marks a finished run
     metrics = {f"eval/{k}": v for k, v in scores.items()}
     metrics.update({"time/train_seconds": train_seconds, "time/eval_seconds": eval_seconds})
@@ -229,6 +252,20 @@ def train_and_evaluate(
            results_file=run_dir / TABLE)
     log.info("finished %s in %.0fs train + %.0fs eval -> %s", run_name, train_seconds, eval_seconds, run_dir)
     return RunResult(run_dir, run_name, run_id, scores, table, train_seconds, eval_seconds, backbone.info)
+
+
+def whole_weights(trainer):
+    """Evaluation and saving run on rank 0 alone, but FSDP leaves each rank 1/N of the weights: gather them
+    whole onto rank 0 for as long as the context lasts. Every rank must enter (an all-gather); the others
+    leave at once. Other strategies keep whole weights on every rank: nothing to do."""
+    from contextlib import nullcontext
+
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    model = trainer.strategy.model
+    if not isinstance(model, FullyShardedDataParallel):
+        return nullcontext()
+    return FullyShardedDataParallel.summon_full_params(model, writeback=False, rank0_only=True)
 
 
 def save_model(cfg: DictConfig, embedder, backbone, out: Path) -> None:

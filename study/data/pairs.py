@@ -11,7 +11,8 @@ so training and evaluation text are disjoint (tests check this).
 
 Any other set with columns `query`, `positive` and optionally `negatives`
 (list of str) and `instruction` can be given as `data.train`: a `datasets`
-folder, a .jsonl/.json/.parquet file, or a hub dataset id.
+folder, a .jsonl/.json/.parquet file, or a hub dataset id; so can the paper's
+training sets in their own formats (study/data/recipes.py).
 """
 
 from __future__ import annotations
@@ -130,10 +131,14 @@ def _load_external(dcfg):
 
     from study.config import ConfigError
 
+    from study.data.recipes import is_echo_folder, load_echo_folder, normalise
+
     src = dcfg.train
     path = Path(src).expanduser()
     try:
-        if path.is_dir():
+        if is_echo_folder(path):
+            ds = load_echo_folder(path)
+        elif path.is_dir():
             ds = datasets.load_from_disk(str(path))
         elif path.suffix in (".jsonl", ".json", ".parquet") and path.exists():
             ds = datasets.load_dataset("json" if path.suffix != ".parquet" else "parquet", data_files=str(path))
@@ -143,10 +148,7 @@ def _load_external(dcfg):
         raise ConfigError(f"data.train={src!r} could not be loaded: {e}") from None
     if isinstance(ds, datasets.Dataset):
         ds = datasets.DatasetDict({"train": ds})
-    missing = {"query", "positive"} - set(ds["train"].column_names)
-    if missing:
-        raise ConfigError(f"data.train={src!r} lacks columns {sorted(missing)}; it needs query, positive "
-                          "(and optionally negatives, instruction)")
+    ds = normalise(ds, src)  # the paper's formats (E5, ReasonAug, MS MARCO with instructions) -> our columns
     if "validation" not in ds:
         parts = ds["train"].train_test_split(test_size=min(dcfg.num_val_pairs, len(ds["train"]) // 5) or 1, seed=0)
         ds = datasets.DatasetDict({"train": parts["train"], "validation": parts["test"]})

@@ -36,7 +36,9 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from study import trial_group
 from study.config import ConfigError, load_config
+from study.launch import detect as detect_launch
 from study.paths import file_lock
 from study.sweep.spec import NAME, SweepSpec, cell_key, dotlist, load_spec
 from study.sweep.storage import default_url, mask_url, open_storage
@@ -216,11 +218,12 @@ class TrialRunner:
                      "wandb.group": name, "wandb.job_type": "train"}
         cfg = load_config(None, spec.overrides(params) + dotlist(per_trial))
         callbacks = [] if spec.pruner["type"] == "none" else [step_pruning_callback(trial)]
-        return train_and_evaluate(
-            cfg, run_dir=run_dir, identity={"study": name, "trial": trial.number},
-            extra_columns={k: v for k, v in params.items() if k in spec.space},
-            callbacks=tuple(callbacks), wandb_tags=spec.tags(params),
-        )
+        with trial_group.scope(cfg, run_dir, prune=bool(callbacks)):  # the worker's other ranks train it too
+            return train_and_evaluate(
+                cfg, run_dir=run_dir, identity={"study": name, "trial": trial.number},
+                extra_columns={k: v for k, v in params.items() if k in spec.space},
+                callbacks=tuple(callbacks), wandb_tags=spec.tags(params),
+            )
 
     @staticmethod
     def _check_owner(trial: optuna.Trial, params: dict) -> None:
@@ -248,24 +251,10 @@ class TrialRunner:
 
 
 def step_pruning_callback(trial: optuna.Trial):
-    """optuna-integration's Lightning callback, reporting at the global step.
+    """Report val/accuracy at the global step and prune on every rank at once (study/sweep/pruning.py)."""
+    from study.sweep.pruning import GroupPruning
 
-    The stock callback reports at the epoch; our runs validate every
-    trainer.val_check_interval steps inside one epoch, so every report after the
-    first would land on step 0 and be ignored. pruner.n_warmup_steps counts steps."""
-    from optuna_integration import PyTorchLightningPruningCallback
-
-    class StepPruningCallback(PyTorchLightningPruningCallback):
-        def on_validation_end(self, trainer, pl_module) -> None:
-            score = trainer.callback_metrics.get(self.monitor)
-            if self.is_ddp_backend or trainer.sanity_checking or score is None:
-                return super().on_validation_end(trainer, pl_module)
-            step = trainer.global_step
-            self._trial.report(score.item(), step=step)
-            if self._trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {step} ({self.monitor}={score.item():.3f})")
-
-    return StepPruningCallback(trial, monitor="val/accuracy")
+    return GroupPruning(trial)
 
 
 def summary_of(table) -> dict[str, float]:
@@ -351,6 +340,10 @@ def work(sweep: Sweep) -> int:
     return 0
 
 
+def base_config(sweep: Sweep):
+    return load_config(None, dotlist(sweep.spec.base))
+
+
 def run_sweep(spec_path: str | Path, workers: int = 1, storage: str | None = None, study_name: str | None = None,
               worker_only: bool = False) -> int:
     """`study sweep`: validate, create the study and queue the grid once, then run N workers."""
@@ -358,11 +351,19 @@ def run_sweep(spec_path: str | Path, workers: int = 1, storage: str | None = Non
         raise ConfigError(f"--workers {workers} must be >= 1")
     _quiet_optuna()
     sweep = make_sweep(spec_path, storage, study_name)
+    launch = detect_launch()
+    if launch.external and not launch.is_zero:  # torchrun/srun rank > 0: train the leader's trials, nothing else
+        return trial_group.follow(base_config(sweep).trainer.accelerator, launch)
+    if launch.external and workers > 1:
+        raise ConfigError(f"--workers {workers}: under {launch.kind} each launched group of ranks is one worker; "
+                          "start more workers with more launches (e.g. a SLURM job array), not --workers")
     if worker_only:
-        return work(sweep)
+        with trial_group.running(base_config(sweep).trainer):
+            return work(sweep)
     prepare_study(sweep)
     if workers == 1:
-        work(sweep)
+        with trial_group.running(base_config(sweep).trainer):  # this worker's other ranks, if trials span several
+            work(sweep)
     else:
         env = {**os.environ, STORAGE_ENV: sweep.storage_url}
         # Workers share this machine's cores: without a setting of its own, each gets its share of

@@ -7,6 +7,7 @@ without validation data. Errors are ConfigError naming the value and the options
 
     name: attention_pooling            # study name (folder runs/<name>/); --study-name overrides
     description: ...
+    recipe: ../configs/recipes/x.yaml  # optional: a `study train --config` file under base (path from this file)
     base: {trainer.max_steps: 60}      # config overrides for every trial (mapping or key=value list)
     space:                             # config key -> distribution
       model.attention: {type: categorical, choices: [bidirectional, causal]}
@@ -37,7 +38,7 @@ SAMPLERS = ("grid", "tpe", "random")
 PARAM_TYPES = ("categorical", "int", "float")
 PRUNERS = ("median", "threshold", "none")
 DIRECTIONS = ("maximize", "minimize")
-TOP_KEYS = ("name", "description", "base", "space", "sampler", "seeds", "objective", "pruner", "n_trials",
+TOP_KEYS = ("name", "description", "recipe", "base", "space", "sampler", "seeds", "objective", "pruner", "n_trials",
             "heartbeat")
 PARAM_KEYS = {"categorical": ("type", "choices"), "int": ("type", "low", "high", "step", "log"),
               "float": ("type", "low", "high", "step", "log")}
@@ -48,6 +49,8 @@ HEARTBEAT_KEYS = ("interval", "grace_period", "max_retries")
 RESERVED = ("seed", "run_name", "output_dir", "wandb.group", "wandb.job_type")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 PAIRED_AXIS = "model.attention"  # the contrast the default study is about: its pairs are queued together
+# A worker's processes (study/trial_group.py) are fixed for its lifetime: these go in base, not in space.
+PER_WORKER = ("trainer.devices", "trainer.num_nodes", "trainer.accelerator")
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,21 @@ def _parse_base(base: Any, path: str) -> dict[str, Any]:
     return flat
 
 
+def _recipe(recipe: Any, path: str) -> dict[str, Any]:
+    """`recipe: ../configs/recipes/x.yaml`: a `study train --config` file under base (base's keys win).
+    The path is relative to the sweep file's folder."""
+    if recipe is None:
+        return {}
+    file = Path(path).parent / str(recipe)
+    if not isinstance(recipe, str) or not file.is_file():
+        raise _fail(path, f"recipe={recipe!r}: no such file {str(file)!r} (give a config file path relative to the "
+                          "sweep file's folder)")
+    layer = OmegaConf.load(file)
+    if not isinstance(layer, DictConfig):
+        raise _fail(path, f"recipe {str(file)!r} must hold a mapping of config keys")
+    return _parse_base(OmegaConf.to_container(layer, resolve=True), f"{path} (recipe {recipe})")
+
+
 def _parse_param(key: str, raw: Any, path: str) -> Param:
     try:
         schema_node(key)
@@ -185,6 +203,9 @@ def _parse_param(key: str, raw: Any, path: str) -> Param:
     if key in RESERVED:
         hint = " (use `seeds: [...]` for seeds)" if key == "seed" else ""
         raise _fail(path, f"space may not sweep {key!r}{hint}; the sweep sets {', '.join(RESERVED)} itself")
+    if key in PER_WORKER:
+        raise _fail(path, f"space may not sweep {key!r}: a worker's processes are set once for its lifetime; "
+                          f"set {', '.join(PER_WORKER)} in base (or run one sweep per setting)")
     if not isinstance(raw, dict) or raw.get("type") not in PARAM_TYPES:
         got = raw.get("type") if isinstance(raw, dict) else raw
         raise _fail(path, f"space.{key}: type={got!r} is not valid; choose one of: {', '.join(PARAM_TYPES)}")
@@ -246,7 +267,7 @@ def parse_spec(raw: dict, path: str = "<spec>") -> SweepSpec:
     name = raw.get("name")
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise _fail(path, f"name={name!r} must be a folder-safe name (letters, digits, . _ + -)")
-    base = _parse_base(raw.get("base"), path)
+    base = {**_recipe(raw.get("recipe"), path), **_parse_base(raw.get("base"), path)}
     space_raw = raw.get("space") or {}
     if not isinstance(space_raw, dict):
         raise _fail(path, f"space must map config keys to distributions, got {space_raw!r}")

@@ -140,10 +140,16 @@ def _mteb():
 def check_mteb(name: str) -> None:
     mteb = _mteb()
     try:
-        mteb.get_task(name)
+        task = mteb.get_task(name)
     except Exception:
         raise TaskUnavailable(f"task 'mteb:{name}': mteb has no task {name!r} (list them with "
                               "`python -c \"import mteb; print([t.metadata.name for t in mteb.get_tasks()])\"`)") from None
+    # Refused here, before training, rather than when a finished run is evaluated (FollowIR's tasks are
+    # InstructionReranking, scored by p-MRR).
+    if task.metadata.type != "Retrieval":
+        raise TaskUnavailable(f"task 'mteb:{name}' is an mteb {task.metadata.type} task; eval.tasks takes Retrieval "
+                              "tasks only: score it with mteb itself on the saved run "
+                              "(mteb.evaluate(StudyEncoder.from_run(RUN), mteb.get_tasks(tasks=[...])))")
 
 
 def load_mteb(name: str) -> RetrievalTask:
