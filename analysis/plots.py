@@ -41,10 +41,14 @@ def save_figure(fig, out_dir: str | Path, name: str, dpi: int = 110) -> Path:
     return path
 
 
-def plot_score_vs_length(cells: pd.DataFrame, metric: str = "ndcg_at_1"):
-    """Score vs document length with 95% bands; panels task (rows) x backbone (columns).
+def plot_score_vs_length(cells: pd.DataFrame, metric: str = "ndcg_at_1", chance: pd.DataFrame | None = None,
+                         references: pd.DataFrame | None = None, ceilings: pd.DataFrame | None = None):
+    """Score vs document length with 95% bands and the lines to read them against.
 
-    `cells`: stats.cell_means(rows, by=[backbone, attention, pooling, task, length]).
+    Panels task (rows) x backbone (columns). `cells`: stats.cell_means(rows, by=[backbone, attention, pooling,
+    task, length]). Optional reference lines (analysis.references): `chance` (grey dotted) per (task, length),
+    `references` (BM25 on the same documents, black) per (backbone, task, length), and `ceilings` (the
+    truncation ceiling of the panel's model, red dash-dot: the share of answers inside the encoded tokens).
     """
     tasks, backbones = sorted(cells.task.unique()), sorted(cells.backbone.unique())
     colours = _colours(cells.pooling)
@@ -58,14 +62,32 @@ def plot_score_vs_length(cells: pd.DataFrame, metric: str = "ndcg_at_1"):
             ax.plot(x, g["mean"], LINESTYLE.get(attention, ":"), marker="o", color=colours[str(pooling)],
                     label=f"{attention} / {pooling}")
             ax.fill_between(x, g.ci_low, g.ci_high, color=colours[str(pooling)], alpha=0.15)
+        _reference_line(ax, chance, task, "chance", ":", "grey", "chance")
+        if references is not None:
+            for ref in sorted(references.backbone.dropna().unique()):
+                _reference_line(ax, references[references.backbone == ref], task, "mean", "-", "black",
+                                f"{ref} (same documents)")
+        if ceilings is not None:
+            _reference_line(ax, ceilings[ceilings.backbone == backbone], task, "ceiling", "-.", "red",
+                            "truncation ceiling")
         ax.set_xscale("log", base=2)
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"{task} - {backbone}")
         ax.set_xlabel("document length (tokens)")
         ax.set_ylabel(metric)
-    axes[0][-1].legend(fontsize=8, loc="best")
+    axes[0][-1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
+
+
+def _reference_line(ax, table: pd.DataFrame | None, task: str, column: str, style: str, colour, label: str):
+    """One reference line of a panel (thin, no markers) if `table` has values for the task."""
+    if table is None or table.empty:
+        return
+    g = table[(table.task == task) & table.length.notna()].sort_values("length")
+    if g.empty:
+        return
+    ax.plot(g.length.astype(float), g[column].astype(float), style, color=colour, linewidth=1.1, label=label)
 
 
 def _heatmap(ax, table: pd.DataFrame, cmap: str, vmin: float, vmax: float, marks=None):

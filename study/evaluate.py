@@ -103,7 +103,7 @@ def split_rows(task_name: str, split, scored: list[tuple], depth_buckets: int = 
         depth = split.depth.get(qid)
         rows.append(dict(task=task_name, length=split.length_of(qid), depth=depth,
                          depth_bucket=bucket_label(depth, depth_buckets), query_id=qid, metric=metric, value=value,
-                         **(seen or {}).get(qid, {})))
+                         candidates=len(split.corpus), **(seen or {}).get(qid, {})))
     return rows
 
 

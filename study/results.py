@@ -18,6 +18,7 @@ table is the union of its trials' tables.
 | query_id | per-query rows; null for aggregate rows |
 | metric | ndcg_at_1, ndcg_at_10, mrr_at_10, recall_at_1, recall_at_10, ... |
 | value | the number |
+| candidates | per-query rows: documents the query was ranked against (chance nDCG@1 is 1/candidates) |
 | encoded_length | per-query rows: text tokens of the relevant document the model actually encoded (after truncation) |
 | answer_offset | per-query rows: token offset of the answer in the relevant document (null if the task does not say) |
 | answer_visible | per-query rows: whether the whole answer lies inside the encoded tokens (null if unknown) |
@@ -36,14 +37,14 @@ import pandas as pd
 
 IDENTITY = ["study", "trial", "run_id", "run_name", "created_at"]
 ABLATION = ["backbone", "attention", "pooling", "seed"]
-MEASUREMENT = ["task", "length", "depth", "depth_bucket", "query_id", "metric", "value", "encoded_length",
-               "answer_offset", "answer_visible"]
+MEASUREMENT = ["task", "length", "depth", "depth_bucket", "query_id", "metric", "value", "candidates",
+               "encoded_length", "answer_offset", "answer_visible"]
 COLUMNS = IDENTITY + ABLATION + MEASUREMENT
 DTYPES = {
     "study": "string", "trial": "int64", "run_id": "string", "run_name": "string", "created_at": "string",
     "backbone": "string", "attention": "string", "pooling": "string", "seed": "int64",
     "task": "string", "length": "Int64", "depth": "Float64", "depth_bucket": "string", "query_id": "string",
-    "metric": "string", "value": "float64", "encoded_length": "Int64", "answer_offset": "Int64",
+    "metric": "string", "value": "float64", "candidates": "Int64", "encoded_length": "Int64", "answer_offset": "Int64",
     "answer_visible": "boolean",
 }
 TABLE = "results.parquet"
