@@ -2,12 +2,14 @@
 
 An entry is keyed by everything that decides the vectors:
   * the model: a fingerprint of its weights (`weights_fingerprint`, or of the saved files of a run:
-    `files_fingerprint`), fixed when the cache is made;
+    `files_fingerprint`), fixed when the cache is made, combined (`model_key`) with every setting that lives
+    outside the weights: the whole resolved `model` config (attention direction, pooling and its parameters,
+    max_length, dtype, attention kernel, ...), the backbone's own config and the torch and
+    transformers versions;
   * the input builder: tokenizer vocabulary size, max_length, padding side, special tokens, whether the
     instruction is pooled, and the instruction text itself;
   * the precision of the forward pass;
   * the texts (a hash of their content, in order) -- so a changed task simply misses.
-Pooling is part of the model fingerprint (the pooler's weights and mode are hashed with the backbone).
 
 Entries are .npy files written atomically; a corrupt or half-written file is never read as a hit.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-VERSION = 1  # bump when the key recipe changes
+VERSION = 2  # bump when the key recipe changes
 
 
 def _hash(*parts: bytes | str) -> str:
@@ -51,6 +53,37 @@ def weights_fingerprint(module, extra: str = "") -> str:
         if isinstance(mode, str):
             h.update(mode.encode())
     return h.hexdigest()
+
+
+def _backbone_configs(module) -> list[str]:
+    """The JSON of every Hugging Face config inside a module (rope, norms, kernels live there, not in weights)."""
+    out = []
+    for m in module.modules():
+        config = getattr(m, "config", None)
+        if hasattr(config, "to_json_string"):
+            out.append(config.to_json_string(use_diff=False))
+    return sorted(set(out))
+
+
+def settings_fingerprint(model_cfg, module=None) -> str:
+    """Hash of everything outside the weights that changes a vector: the resolved model config (a dict or a
+    DictConfig), the backbone configs found in `module`, and library versions. (The forward precision and
+    the input builder are part of each entry's key.)"""
+    import torch
+    import transformers
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(model_cfg, DictConfig):
+        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    return _hash(json.dumps(model_cfg, sort_keys=True, default=str), torch.__version__,
+                 transformers.__version__, *(_backbone_configs(module) if module is not None else []))
+
+
+def model_key(embedder, model_cfg, model_dir: Path | None = None) -> str:
+    """The cache identity of (weights, settings): two evaluations share entries only if both agree."""
+    weights = files_fingerprint(model_dir) if model_dir is not None and Path(model_dir).is_dir() \
+        else weights_fingerprint(embedder)
+    return _hash(weights, settings_fingerprint(model_cfg, embedder))
 
 
 def files_fingerprint(folder: Path, extra: str = "") -> str:
@@ -109,10 +142,8 @@ class EmbeddingCache:
         os.replace(tmp, path)
 
 
-def run_cache(run_dir: str | Path, embedder) -> EmbeddingCache:
-    """The cache of a trained run: `<run>/embeddings/`, keyed by the run's saved model files."""
+def run_cache(run_dir: str | Path, embedder, model_cfg) -> EmbeddingCache:
+    """The cache of a trained run: `<run>/embeddings/`, keyed by the run's saved model files and the settings
+    it is evaluated with (an eval may override e.g. the attention direction of a run)."""
     run_dir = Path(run_dir)
-    model_dir = run_dir / "model"
-    pooling = getattr(getattr(embedder, "pooler", None), "mode", "")
-    key = files_fingerprint(model_dir, extra=pooling) if model_dir.is_dir() else weights_fingerprint(embedder)
-    return EmbeddingCache(run_dir / "embeddings", key)
+    return EmbeddingCache(run_dir / "embeddings", model_key(embedder, model_cfg, run_dir / "model"))

@@ -78,7 +78,7 @@ class StudyEncoder(AbsEncoder):
         if cache:
             from study.embedding_cache import run_cache
 
-            store = run_cache(run_dir, embedder)
+            store = run_cache(run_dir, embedder, cfg.model)
         kwargs.setdefault("use_instructions", cfg.model.use_instructions)
         kwargs.setdefault("batch_tokens", cfg.eval.batch_tokens)
         kwargs.setdefault("precision", cfg.eval.precision)

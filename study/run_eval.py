@@ -129,15 +129,15 @@ def _load_model(mode: str, cfg: DictConfig, run_dir: Path | None):
     return build_embedder(backbone, cfg.model), backbone
 
 
-def _embedding_cache(mode: str, run_dir: Path | None, embedder):
+def _embedding_cache(mode: str, run_dir: Path | None, embedder, cfg: DictConfig):
     """Re-evaluating the same model re-encodes nothing: a run's cache is <run>/embeddings/, an
-    off-the-shelf model's is keyed by its weights under the study cache."""
-    from study.embedding_cache import EmbeddingCache, run_cache, weights_fingerprint
+    off-the-shelf model's is under the study cache; both keyed by weights and every model setting."""
+    from study.embedding_cache import EmbeddingCache, model_key, run_cache
     from study.paths import cache_dir
 
     if mode == "run":
-        return run_cache(run_dir, embedder)
-    return EmbeddingCache(cache_dir() / "embeddings", weights_fingerprint(embedder))
+        return run_cache(run_dir, embedder, cfg.model)
+    return EmbeddingCache(cache_dir() / "embeddings", model_key(embedder, cfg.model))
 
 
 def run_eval(target: str | None, overrides: list[str], config_file: str | None = None) -> EvalResult:
@@ -171,7 +171,7 @@ def run_eval(target: str | None, overrides: list[str], config_file: str | None =
         embedder, backbone = _load_model(mode, cfg, run_dir)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         embedder.to(device)
-        rows = evaluate_embedder(cfg, embedder, backbone, device, tasks, _embedding_cache(mode, run_dir, embedder))
+        rows = evaluate_embedder(cfg, embedder, backbone, device, tasks, _embedding_cache(mode, run_dir, embedder, cfg))
         ablation = {"backbone": cfg.model.backbone, "attention": cfg.model.attention, "pooling": cfg.model.pooling,
                     "seed": cfg.seed}
         info = dict(backbone.info)
