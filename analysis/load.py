@@ -71,7 +71,7 @@ def load_local(*paths: str | Path, companions: bool = True) -> pd.DataFrame:
     """
     df = read_results(*paths)
     if companions:
-        extra = probe_tables(*paths) + pretraining_tables(df)
+        extra = probe_tables(*paths) + reference_tables(*paths) + pretraining_tables(df)
         df = pd.concat([df, *extra], ignore_index=True) if extra else df
     return normalise(df)
 
@@ -84,6 +84,17 @@ def probe_tables(*paths: str | Path) -> list[pd.DataFrame]:
     folders = {Path(p) if Path(p).is_dir() else Path(p).parent for p in paths
                if Path(p).is_dir() or Path(p).name == TABLE}
     files = sorted({f for folder in folders for f in folder.glob(f"**/{PROBES}")})
+    return [pd.read_parquet(f) for f in files]
+
+
+REFERENCE = "reference"
+
+
+def reference_tables(*paths: str | Path) -> list[pd.DataFrame]:
+    """Reference rows (BM25 on the same documents) that `study demo` writes to <study>/reference/*/."""
+    folders = {Path(p) if Path(p).is_dir() else Path(p).parent for p in paths
+               if Path(p).is_dir() or Path(p).name == TABLE}
+    files = sorted({f for folder in folders for f in (folder / REFERENCE).glob(f"*/{TABLE}")})
     return [pd.read_parquet(f) for f in files]
 
 

@@ -8,12 +8,14 @@ cell's paired differences form a seeds x queries matrix D (analysis.stats.paired
 
 (seeds and queries crossed: every trained model answers the same queries), estimate the three
 components from a pilot by the method of moments (two-way ANOVA without replication), and predict
-the standard error of the weighted mean for a design with S seeds and Q queries per group:
+the standard error of the weighted mean for a design with S seeds:
 
     SE^2 = var_seed / S + (var_query + var_resid / S) * sum_q w_q^2
 
-with sum_q w_q^2 = 1 / (G * Q) for G equally weighted groups of Q queries. The 95% interval is
-+-1.96 SE; the minimum detectable difference at 80% power (two-sided 5% test) is 2.80 SE.
+where w_q are the query weights of analysis.stats (every task equal, every length within a task
+equal). sum_q w_q^2 scales as 1/Q when every (task, length) group grows to Q queries, so a pilot's
+sum, times Q_pilot / Q, predicts any design. The 95% interval is +-1.96 SE; the minimum detectable
+difference at 80% power (two-sided 5% test) is 2.80 SE.
 `plan` searches seeds x queries for the cheapest design whose worst cell meets a half-width target,
 with a cost model (seconds per trial) measured on the pilot: this sizes the default study.
 """
@@ -42,9 +44,9 @@ class Components:
     n_seeds: int
     n_queries: int
 
-    def se(self, seeds: int, queries_per_group: int, groups: int) -> float:
-        unit = (self.var_query + self.var_resid / seeds) / (groups * queries_per_group)
-        return float(np.sqrt(self.var_seed / seeds + unit))
+    def se(self, seeds: int, sum_sq_weights: float) -> float:
+        """Standard error of the weighted mean over a seeds x queries design with these query weights."""
+        return float(np.sqrt(self.var_seed / seeds + (self.var_query + self.var_resid / seeds) * sum_sq_weights))
 
 
 def components(diff: np.ndarray) -> Components:
@@ -83,16 +85,21 @@ def cell_components(rows: pd.DataFrame, by: tuple[str, ...] = ("backbone", "pool
             centred[:, cols] -= centred[:, cols].mean()
         c = components(centred)
         key = key if isinstance(key, tuple) else (key,)
+        per_group = np.unique(md.groups, return_counts=True)[1]
         out.append({**dict(zip(by, key)), "diff": md.mean(), "var_seed": c.var_seed, "var_query": c.var_query,
                     "var_resid": c.var_resid, "n_seeds": c.n_seeds, "n_queries": c.n_queries,
-                    "groups": len(np.unique(md.groups))})
+                    "sum_sq_weights": float(np.sum(md.weights ** 2)), "queries_per_group": float(np.median(per_group))})
     return pd.DataFrame(out)
 
 
-def half_width(comp: pd.DataFrame, seeds: int, queries_per_group: int, groups: int) -> pd.Series:
-    """Predicted 95% half-width of each cell's contrast under a design (score units)."""
-    return comp.apply(lambda r: Z95 * Components(r.var_seed, r.var_query, r.var_resid, 0, 0).se(
-        seeds, queries_per_group, groups), axis=1)
+def half_width(comp: pd.DataFrame, seeds: int, queries_per_group: float | None = None) -> pd.Series:
+    """Predicted 95% half-width of each cell's contrast with `seeds` seeds and `queries_per_group` queries
+    in every (task, length) group (None: the pilot's own), in score units."""
+    def one(r):
+        scale = 1.0 if queries_per_group is None else r.queries_per_group / queries_per_group
+        return Z95 * Components(r.var_seed, r.var_query, r.var_resid, 0, 0).se(seeds, r.sum_sq_weights * scale)
+
+    return comp.apply(one, axis=1)
 
 
 def detectable(se: float) -> float:
@@ -108,7 +115,15 @@ class Design:
     minutes: float
 
 
-def plan(comp: pd.DataFrame, groups: int, cells_per_seed: int, seconds_per_trial, target: float = 0.05,
+def trial_cost(train_seconds: float, eval_seconds: float, pilot_queries: int, overhead: float = 1.0):
+    """Cost model measured on a pilot: seconds per trial when every length holds `q` queries (and documents).
+
+    Training does not depend on the evaluation size; encoding grows with the documents per length, which
+    the default study sets equal to its queries."""
+    return lambda q: train_seconds + overhead + eval_seconds * q / pilot_queries
+
+
+def plan(comp: pd.DataFrame, cells_per_seed: int, seconds_per_trial, target: float = 0.05,
          budget_minutes: float | None = None, seeds=(1, 2, 3, 4, 5),
          queries=(20, 30, 40, 50, 60, 80, 100, 150, 200)) -> tuple[Design | None, pd.DataFrame]:
     """The cheapest (seeds, queries per group) whose worst cell's 95% half-width is <= `target`.
@@ -119,7 +134,7 @@ def plan(comp: pd.DataFrame, groups: int, cells_per_seed: int, seconds_per_trial
     rows = []
     for s in seeds:
         for q in queries:
-            hw = float(half_width(comp, s, q, groups).max()) if len(comp) else float("nan")
+            hw = float(half_width(comp, s, q).max()) if len(comp) else float("nan")
             minutes = s * cells_per_seed * seconds_per_trial(q) / 60
             rows.append(Design(s, q, hw, minutes))
     table = pd.DataFrame([d.__dict__ for d in rows])
@@ -129,3 +144,40 @@ def plan(comp: pd.DataFrame, groups: int, cells_per_seed: int, seconds_per_trial
     best = ok.sort_values(["minutes", "worst_half_width"]).iloc[0]
     return Design(int(best.seeds), int(best.queries_per_group), float(best.worst_half_width),
                   float(best.minutes)), table
+
+
+def pilot_report(study: str, runs_dir: str = "runs", metric: str = "mrr_at_10", target: float = 0.05,
+                 budget_minutes: float | None = None) -> tuple[Design | None, pd.DataFrame, pd.DataFrame, dict]:
+    """Size a study from its pilot (`study power NAME`): (design, designs tried, components, cost facts).
+
+    Reads runs/<study>/results.parquet (per-query rows) and the trials' measured times from its Optuna
+    storage; the design space is seeds x queries per (task, length) group, with the pilot's cells."""
+    import optuna
+
+    from analysis.load import evaluation_units, load_local, study_paths
+    from analysis.references import split_references
+
+    table, storage = study_paths(study, runs_dir)
+    rows, _ = split_references(evaluation_units(load_local(table, companions=False), metric))
+    comp = cell_components(rows)
+    groups = int(rows.groupby(["task", "length"], dropna=False).ngroups)
+    queries = int(rows.groupby(["task", "length"], dropna=False).query_id.nunique().median())
+    cells = int(rows[["backbone", "attention", "pooling"]].drop_duplicates().shape[0])
+    trials = [t for t in optuna.load_study(study_name=study, storage=f"sqlite:///{storage}").trials
+              if t.state == optuna.trial.TrialState.COMPLETE] if storage else []
+    facts = {"groups": groups, "pilot_queries_per_group": queries, "cells_per_seed": cells,
+             "pilot_seeds": int(rows.seed.nunique()),
+             "train_seconds": float(np.median([t.user_attrs["train_seconds"] for t in trials])) if trials else 60.0,
+             "eval_seconds": float(np.median([t.user_attrs["eval_seconds"] for t in trials])) if trials else 30.0}
+    cost = trial_cost(facts["train_seconds"], facts["eval_seconds"], queries)
+    design, designs = plan(comp, cells, cost, target, budget_minutes)
+    return design, designs, comp, facts
+
+
+def detectable_by_cell(comp: pd.DataFrame, by: tuple[str, ...] = ("backbone", "pooling")) -> dict:
+    """{cell key: smallest difference this study's own design detects with 80% power} (score units)."""
+    out = {}
+    for _, r in comp.iterrows():
+        se = Components(r.var_seed, r.var_query, r.var_resid, 0, 0).se(int(r.n_seeds), r.sum_sq_weights)
+        out[tuple(r[k] for k in by)] = detectable(se)
+    return out

@@ -185,7 +185,7 @@ def log_to_wandb(out_dir: Path, project: str, group: str | None, name: str, enti
 
 def build_report(results=(), study: str | None = None, wandb_project: str | None = None,
                  wandb_group: str | None = None, out_dir: str | Path = "reports", runs_dir: str | Path = "runs",
-                 optuna_storage: str | None = None, metric: str = "ndcg_at_1", correction: str = "holm",
+                 optuna_storage: str | None = None, metric: str = "mrr_at_10", correction: str = "holm",
                  n_resamples: int = 2000, log_wandb: bool = True) -> dict:
     """Validate inputs, freeze the table, run both notebooks, render HTML, log to W&B. Returns the paths."""
     from study.evaluate import MEASURES

@@ -9,8 +9,8 @@ Design (why, in short):
   training-seed variance and the query-sampling variance (it is slightly
   conservative); with one seed it reduces to the ordinary query bootstrap.
 - A query is one (task, length, query_id). When a cell spans several lengths or
-  tasks, each (task, length) group gets equal weight: LongEmbed's score is the
-  mean of its per-length scores, and the paper averages tasks.
+  tasks, every task gets equal weight and, within a task, every length: LongEmbed's
+  score is the mean of its per-length scores, and the paper averages tasks.
 - Paired differences: bidirectional and causal runs of the same backbone, pooling
   and seed are scored on the same queries, so the difference matrix
   D[seed, query] = bidirectional - causal is formed first and then bootstrapped
@@ -58,6 +58,7 @@ class CellMatrix:
     seeds: np.ndarray  # seed of each row
     units: np.ndarray  # query code of each column (see with_codes)
     groups: np.ndarray  # (task, length) code of each column
+    tasks: np.ndarray  # task code of each column
     weights: np.ndarray  # (queries,)
 
     def mean(self) -> float:
@@ -69,7 +70,8 @@ def with_codes(rows: pd.DataFrame) -> pd.DataFrame:
     if "_unit" in rows:
         return rows
     return rows.assign(_unit=rows.groupby(UNIT, dropna=False, sort=True).ngroup().to_numpy(),
-                       _group=rows.groupby(GROUP, dropna=False, sort=True).ngroup().to_numpy())
+                       _group=rows.groupby(GROUP, dropna=False, sort=True).ngroup().to_numpy(),
+                       _task=rows.groupby("task", dropna=False, sort=True).ngroup().to_numpy())
 
 
 def cell_matrix(rows: pd.DataFrame) -> CellMatrix:
@@ -86,15 +88,24 @@ def cell_matrix(rows: pd.DataFrame) -> CellMatrix:
     np.add.at(count, (seed_codes, unit_codes), 1)
     keep = (count > 0).all(axis=0)
     groups = rows._group.to_numpy()[first][keep]
-    return CellMatrix(total[:, keep] / count[:, keep], seeds, units[keep], groups, unit_weights(groups))
+    tasks = rows._task.to_numpy()[first][keep]
+    return CellMatrix(total[:, keep] / count[:, keep], seeds, units[keep], groups, tasks,
+                      unit_weights(groups, tasks))
 
 
-def unit_weights(groups: np.ndarray) -> np.ndarray:
-    """Weights that give every (task, length) group equal total weight, summing to 1."""
+def unit_weights(groups: np.ndarray, tasks: np.ndarray | None = None) -> np.ndarray:
+    """Weights summing to 1 that give every task equal weight and, within a task, every length group.
+
+    Without `tasks`, every group counts as its own task (equal weight per group)."""
     if len(groups) == 0:
         return np.zeros(0)
-    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    return 1.0 / counts[inverse] / len(counts)
+    tasks = groups if tasks is None else tasks
+    _, g_inverse, g_counts = np.unique(groups, return_inverse=True, return_counts=True)
+    task_of_group = {g: t for g, t in zip(groups, tasks)}
+    groups_per_task = {t: len({g for g, tt in task_of_group.items() if tt == t}) for t in set(tasks)}
+    n_tasks = len(groups_per_task)
+    per_task = np.array([groups_per_task[t] for t in tasks], dtype=float)
+    return 1.0 / g_counts[g_inverse] / per_task / n_tasks
 
 
 def two_way_bootstrap(m: CellMatrix, n_resamples: int = N_RESAMPLES, seed: int = 0) -> np.ndarray:
@@ -145,11 +156,11 @@ def paired_matrix(rows: pd.DataFrame, a: str = "bidirectional", b: str = "causal
     ma, mb = cell_matrix(rows[rows[column] == a]), cell_matrix(rows[rows[column] == b])
     seeds, sa, sb = np.intersect1d(ma.seeds, mb.seeds, return_indices=True)
     units, ua, ub = np.intersect1d(ma.units, mb.units, return_indices=True)
-    groups = ma.groups[ua]
-    weights = unit_weights(groups)
+    groups, tasks = ma.groups[ua], ma.tasks[ua]
+    weights = unit_weights(groups, tasks)
     va, vb = ma.values[np.ix_(sa, ua)], mb.values[np.ix_(sb, ub)]
-    return (CellMatrix(va, seeds, units, groups, weights), CellMatrix(vb, seeds, units, groups, weights),
-            CellMatrix(va - vb, seeds, units, groups, weights))
+    return (CellMatrix(va, seeds, units, groups, tasks, weights), CellMatrix(vb, seeds, units, groups, tasks, weights),
+            CellMatrix(va - vb, seeds, units, groups, tasks, weights))
 
 
 def sign_flip_pvalue(diffs, weights=None, n_permutations: int = N_PERMUTATIONS, seed: int = 0) -> float:

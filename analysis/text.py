@@ -75,48 +75,128 @@ def verdict(headline: pd.DataFrame) -> str:
     pos = headline.significant & (headline["diff"] > 0)
     neg = headline.significant & (headline["diff"] < 0)
     if len(headline) and pos.all():
-        return "**Agrees with the paper in direction**: bidirectional attention is significantly better on long " \
-               "documents in every backbone/pooling cell."
+        return "**Agrees with the paper in direction**: bidirectional attention is significantly better in every " \
+               "backbone/pooling cell."
     if neg.any() and not pos.any():
-        return "**Disagrees with the paper**: where the difference is significant, causal attention is better " \
-               "on long documents."
+        return "**Disagrees with the paper**: where the difference is significant, causal attention is better."
     if not pos.any():
         return "**Does not reproduce the paper's advantage**: no backbone/pooling cell shows a significant " \
-               "bidirectional advantage on long documents at this scale."
+               "bidirectional advantage at this scale."
     return (f"**Partly agrees with the paper**: {int(pos.sum())} of {len(headline)} backbone/pooling cells show a "
-            f"significant bidirectional advantage on long documents, {int(neg.sum())} a significant causal one, "
+            f"significant bidirectional advantage, {int(neg.sum())} a significant causal one, "
             f"the rest no significant difference.")
 
 
-def summary_text(rows: pd.DataFrame, headline: pd.DataFrame, by_length: pd.DataFrame, long: list[int],
-                 metric: str = "ndcg_at_1", correction: str = "holm", per_query: bool = True) -> str:
-    """The whole summary as Markdown.
+def _where(cell: pd.Series, by_length: pd.DataFrame, by_depth: pd.DataFrame) -> str:
+    """Where in the data a cell's difference arises: its significant lengths and depths, if any."""
+    key = (by_length.backbone == cell.backbone) & (by_length.pooling == cell.pooling)
+    sig = by_length[key & by_length.significant]
+    parts = []
+    if len(sig):
+        parts.append("at " + ", ".join(f"{r.task} {int(r.length)}" for _, r in sig.iterrows()))
+    if by_depth is not None and len(by_depth):
+        d = by_depth[(by_depth.backbone == cell.backbone) & (by_depth.pooling == cell.pooling) & by_depth.significant]
+        if len(d):
+            parts.append("with the answer at depth " + ", ".join(sorted(set(map(str, d.depth_bucket)))))
+    return ("; the difference is significant " + " and ".join(parts)) if parts else \
+        "; no single task, length or depth differs significantly"
 
-    rows: the evaluation rows analysed; headline: paired_differences over `long`
-    lengths per (backbone, pooling); by_length: paired_differences per
-    (backbone, pooling, task, length).
-    """
+
+def learning_sentence(rows: pd.DataFrame, metric: str = "ndcg_at_1", tasks=("passkey", "needle")) -> str:
+    """How far the models learned: the best and the worst cell at the shortest length, against chance."""
+    from analysis.references import chance
+
+    have = rows[rows.task.isin(tasks) & rows.length.notna()]
+    if have.empty:
+        return ""
+    shortest = int(have.length.min())
+    at = have[have.length == shortest]
+    cells = at.groupby(["backbone", "attention", "pooling", "task"]).value.mean().unstack("task")
+    if cells.empty:
+        return ""
+    n = int(at.candidates.median()) if at.candidates.notna().any() else None
+    best = cells.mean(axis=1).idxmax()
+    worst = cells.mean(axis=1).idxmin()
+    fmt = lambda key: ", ".join(f"{t} {cells.loc[key, t]:.2f}" for t in cells.columns)  # noqa: E731
+    level = f"; chance is {chance(metric, n):.3f} with {n} candidates" if n else ""
+    means = cells.mean(axis=1)
+    if means[best] == means[worst]:
+        return f"How far the models learned ({metric} at {shortest} tokens{level}): every cell {fmt(best)}."
+    return (f"How far the models learned ({metric} at {shortest} tokens{level}): best cell "
+            f"{' / '.join(map(str, best))} {fmt(best)}; worst cell {' / '.join(map(str, worst))} {fmt(worst)}.")
+
+
+def answer_paragraph(primary: pd.DataFrame, by_length: pd.DataFrame, by_depth: pd.DataFrame | None,
+                     detectable: dict, metric: str, lengths: list[int], learned: str = "") -> str:
+    """The report's first paragraph: the answer at tiny scale, in plain words, with numbers and intervals.
+
+    primary: paired_differences per (backbone, pooling) over every task and length; by_length /
+    by_depth: the same per (task, length) and per depth bucket; detectable: {(backbone, pooling):
+    smallest difference found with 80% power}; learned: one sentence on how far the models learned."""
+    if primary.empty:
+        return ("**Answer.** No comparison is possible yet: no backbone/pooling cell has both bidirectional and "
+                "causal runs on the same seeds.")
+    span = f"{min(lengths)}-{max(lengths)} tokens" if lengths else "all lengths"
+    cells = []
+    for _, r in primary.iterrows():
+        verdict = ("bidirectional is better" if r.significant and r["diff"] > 0 else
+                   "causal is better" if r.significant else "no significant difference")
+        mde = detectable.get((r.backbone, r.pooling))
+        cells.append(f"{r.backbone} / {r.pooling}: {points(r['diff'])} points [95% CI {points(r.ci_low)}, "
+                     f"{points(r.ci_high)}], {verdict} (corrected p = {r.p_adjusted:.2g}, "
+                     f"{_plural(int(r.n_seeds), 'seed')} x {int(r.n_queries)} queries"
+                     + (f"; smallest detectable difference {100 * mde:.1f} points" if mde is not None else "")
+                     + ")" + _where(r, by_length, by_depth))
+    pos = primary.significant & (primary["diff"] > 0)
+    if pos.all():
+        headline = "bidirectional attention helps long-context retrieval at this scale"
+    elif not (primary.significant).any():
+        widest = max(abs(primary.ci_low).max(), abs(primary.ci_high).max())
+        headline = (f"bidirectional attention does not measurably help at this scale: every difference is within "
+                    f"{100 * widest:.0f} points of zero")
+    elif pos.any():
+        headline = "bidirectional attention helps in some cells and not in others"
+    else:
+        headline = "causal attention is better where the two differ at this scale"
+    lines = [
+        f"**Answer (tiny scale).** Bidirectional minus causal attention, {metric} averaged over tasks and "
+        f"lengths ({span}): " + "; ".join(cells) + f". In short: {headline}.",
+    ]
+    if learned:
+        lines.append(learned)
+    lines.append(f"The paper reports about +20 points on LongEmbed for 7B models that were pretrained for the "
+                 f"direction they use (Dream vs autoregressive LMs); this study switches only the attention mask of "
+                 f"one small model and fine-tunes it briefly, so it tests whether the mask alone changes what a "
+                 f"model can encode, not what billions of tokens of bidirectional pretraining teach.")
+    return " ".join(lines)
+
+
+def summary_text(rows: pd.DataFrame, primary: pd.DataFrame, by_length: pd.DataFrame, metric: str = "ndcg_at_1",
+                 correction: str = "holm", per_query: bool = True, answer: str = "") -> str:
+    """The whole summary as Markdown: the answer first, then the data, the method and every cell.
+
+    rows: the evaluation rows analysed; primary: paired_differences per (backbone, pooling) over all tasks and
+    lengths; by_length: paired_differences per (backbone, pooling, task, length)."""
     s = sample_sizes(rows)
     method = {"holm": "Holm (family-wise)", "bh": "Benjamini-Hochberg (false discovery rate)"}[correction]
-    lines = [
-        "## Summary",
-        "",
+    lines = ["## Summary", ""] + ([answer, ""] if answer else []) + [
         f"**Data.** {s['runs']} evaluated runs: backbones {', '.join(s['backbones'])}; poolings "
         f"{', '.join(s['poolings'])}; {_plural(len(s['seeds']), 'training seed')} ({', '.join(map(str, s['seeds']))}); tasks "
         f"{', '.join(s['tasks'])}; document lengths {', '.join(map(str, s['lengths']))} tokens; {_queries(s)}. "
         f"Metric: {metric}, in points (x100).",
         "",
         "**Method.** Means with 95% two-way bootstrap intervals (seeds and queries resampled); paired differences "
-        "bidirectional - causal on the same seeds and queries; two-sided sign-flip permutation p-values over "
-        f"queries, corrected with {method} across the cells of each table.",
+        "bidirectional - causal on the same seeds and queries, every task weighted equally and every length within "
+        "a task; two-sided sign-flip permutation p-values over queries, corrected with "
+        f"{method} across the cells of each table.",
     ]
     if not per_query:
         lines.append("*Only aggregate scores were available (no per-query rows): intervals and tests are over "
                      "seeds only and are weak.*")
     if len(s["seeds"]) == 1:
         lines.append("*One training seed: the intervals cover query sampling only, not training randomness.*")
-    lines += ["", f"**Long documents** (lengths {', '.join(map(str, long))} tokens, all tasks pooled):", ""]
-    lines += [f"- {describe_difference(r, metric)}" for _, r in headline.iterrows()]
+    lines += ["", "**Per backbone and pooling** (all tasks and lengths):", ""]
+    lines += [f"- {describe_difference(r, metric)}" for _, r in primary.iterrows()]
     sig = by_length[by_length.significant]
     lines += ["", f"**Per task and length**: {len(sig)} of {len(by_length)} cells differ significantly after "
               "correction."]
@@ -129,7 +209,7 @@ def summary_text(rows: pd.DataFrame, headline: pd.DataFrame, by_length: pd.DataF
         lines.append("Not significant: " + "; ".join(
             f"{r.backbone}/{r.pooling} {r.task} {int(r.length)} ({points(r['diff'])})" for _, r in nonsig.iterrows())
             + ".")
-    lines += ["", f"**Compared with the paper.** {PAPER_CLAIM}. Here: {verdict(headline)}",
+    lines += ["", f"**Compared with the paper.** {PAPER_CLAIM}. Here: {verdict(primary)}",
               "", "*Caveats.* Tiny models on synthetic long-context tasks with few seeds; the paper compares "
               "different 7B backbones (a diffusion LM vs AR LMs), this study switches the attention direction of one "
               "backbone. The p-values test 'no difference on these queries for these trained models'; seed-to-seed "

@@ -24,8 +24,9 @@ study = ""  # a study name under runs/ (used when `results` is empty)
 wandb_project = ""  # ENTITY/PROJECT to read from the W&B public API instead
 wandb_group = ""  # the study's W&B group
 output_dir = "reports"  # figures/ and tables/ are written here
-companions = True  # also load probe tables and pretraining curves found next to local results
-metric = "ndcg_at_1"  # LongEmbed's metric for the synthetic tasks
+companions = True  # also load probe tables, pretraining curves and reference (BM25) rows found next to local results
+metric = "mrr_at_10"  # the primary contrast's metric (less variance than a single top-1 hit)
+second_metric = "ndcg_at_1"  # LongEmbed's metric for the synthetic tasks, reported alongside
 correction = "holm"  # multiple-comparison correction: holm | bh
 n_resamples = 2000  # bootstrap resamples
 
@@ -34,33 +35,67 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from analysis import plots, stats
+from analysis import plots, power, references, stats
 from analysis.load import evaluation_units, has_per_query
 from analysis.report import load_results, save_table, show
-from analysis.text import summary_text
+from analysis.text import answer_paragraph, learning_sentence, summary_text
 
 df = load_results(results, study, wandb_project, wandb_group, companions=companions)
-rows = evaluation_units(df, metric)
 per_query = has_per_query(df)
 kw = dict(n_resamples=n_resamples)
-long = stats.long_lengths(rows.length)
+rows, refs = references.split_references(evaluation_units(df, metric))
+rows2, _ = references.split_references(evaluation_units(df, second_metric))
+lengths = sorted(int(x) for x in rows.length.dropna().unique())
+# The primary contrast: bidirectional - causal per backbone and pooling, over every task and length.
+primary = stats.paired_differences(rows, ["backbone", "pooling"], correction=correction, **kw)
 by_length = stats.paired_differences(rows, ["backbone", "pooling", "task", "length"], correction=correction, **kw)
-headline = stats.paired_differences(rows[rows.length.isin(long)], ["backbone", "pooling"], correction=correction,
-                                    **kw)
-summary = summary_text(rows, headline, by_length, long, metric, correction, per_query)
+by_depth = stats.paired_differences(rows[rows.depth_bucket.notna()], ["backbone", "pooling", "depth_bucket"],
+                                    correction=correction, **kw)
+components = power.cell_components(rows)
+detectable = power.detectable_by_cell(components)
+learned = learning_sentence(rows2, second_metric)
+answer = answer_paragraph(primary, by_length, by_depth, detectable, metric, lengths, learned)
+summary = summary_text(rows, primary, by_length, metric, correction, per_query, answer=answer)
 Path(output_dir).mkdir(parents=True, exist_ok=True)
 Path(output_dir, "summary.md").write_text(summary)
+save_table(primary, output_dir, "primary_contrast")
+save_table(components.assign(detectable=[detectable[(r.backbone, r.pooling)] for _, r in components.iterrows()]),
+           output_dir, "power")
 display(Markdown(summary))
 
 # %% [markdown]
 # ## Score vs document length
 # Mean over seeds and queries; bands are 95% two-way bootstrap intervals (seeds and queries resampled).
-# Solid lines: bidirectional; dashed: causal; colour: pooling.
+# Solid lines: bidirectional; dashed: causal; colour: pooling. Reference lines: chance (grey dotted, from the
+# candidate pool), BM25 on the same documents (black), and the model's truncation ceiling (red dash-dot: the
+# share of answers inside the tokens it encoded).
 
 # %%
-cells = stats.cell_means(rows, ["backbone", "attention", "pooling", "task", "length"], **kw)
-save_table(cells, output_dir, "score_by_length")
-show(plots.plot_score_vs_length(cells, metric), output_dir, "score_vs_length")
+chance = references.chance_by_length(rows, metric)
+ceilings = references.ceiling_by_length(rows)
+bm25 = references.reference_by_length(refs)
+for name, table in ((metric, rows), (second_metric, rows2)):
+    cells = stats.cell_means(table, ["backbone", "attention", "pooling", "task", "length"], **kw)
+    save_table(cells, output_dir, f"score_by_length_{name}")
+    _, table_refs = references.split_references(evaluation_units(df, name))
+    show(plots.plot_score_vs_length(cells, name, references.chance_by_length(table, name), ceilings=ceilings,
+                                    references=references.reference_by_length(table_refs)),
+         output_dir, "score_vs_length" if name == metric else f"score_vs_length_{name}")
+
+# %% [markdown]
+# ## Answer visible vs answer truncated
+# Queries whose answer lies inside the encoded tokens, and queries whose answer was cut off by truncation
+# (tasks that record where the answer is). A model cannot find what it never read: the truncated rows show
+# what is left to a document's other text.
+
+# %%
+split = references.visibility_split(rows)
+if split.answer.nunique() > 1:
+    vis = stats.cell_means(split, ["backbone", "attention", "pooling", "task", "answer"], **kw)
+    save_table(vis, output_dir, "score_by_visibility")
+    display(vis.round(3))
+else:
+    display(Markdown("*Every recorded answer was inside the encoded tokens (no truncation at these lengths).*"))
 
 # %% [markdown]
 # ## Document length x needle depth
@@ -85,8 +120,7 @@ else:
 
 # %%
 save_table(by_length, output_dir, "paired_differences")
-save_table(headline, output_dir, "paired_differences_long")
-display(headline.round(4))
+display(primary.round(4))
 display(by_length.round(4))
 show(plots.plot_forest(by_length, ["backbone", "pooling", "task", "length"], metric), output_dir, "paired_differences")
 

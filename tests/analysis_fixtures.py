@@ -41,7 +41,9 @@ def make_results(effect: float = 0.3, long_from: int = 1024, base: float = 0.45,
                         p = base + (effect if attention == "bidirectional" and length >= long_from else 0.0)
                         for q in range(n_queries):
                             depth = (q + 0.5) / n_queries
-                            for metric, value in (("ndcg_at_1", float(u[q] < p)), ("ndcg_at_10", float(u[q] < p + 0.2))):
+                            mrr = 1.0 if u[q] < p else (0.5 if u[q] < p + 0.2 else 0.1)
+                            for metric, value in (("ndcg_at_1", float(u[q] < p)), ("ndcg_at_10", float(u[q] < p + 0.2)),
+                                                  ("mrr_at_10", mrr)):
                                 rows.append(dict(task=task, length=length, depth=depth,
                                                  depth_bucket=bucket_label(depth, 5), query_id=f"{task}-{length}-q{q}",
                                                  metric=metric, value=value))

@@ -131,22 +131,39 @@ def test_summary_table_in_the_papers_layout(planted):
 
 def test_summary_text_reports_sizes_significance_and_disagreement(planted):
     rows = load.per_query(planted)
-    long = stats.long_lengths(rows.length)
     by_length = stats.paired_differences(rows, ["backbone", "pooling", "task", "length"], n_resamples=300)
-    head = stats.paired_differences(rows[rows.length.isin(long)], ["backbone", "pooling"], n_resamples=300)
-    out = text.summary_text(rows, head, by_length, long)
+    primary = stats.paired_differences(rows, ["backbone", "pooling"], n_resamples=300)
+    out = text.summary_text(rows, primary, by_length)
     assert "3 training seeds (1, 2, 3)" in out and "40 queries per task and length" in out
     assert "significant, bidirectional is better" in out and "Agrees with the paper" in out
     assert "4 of 8 cells differ significantly" in out
     null = load.per_query(load.normalise(make_results(effect=0.0, shared_draws=False, rng_seed=3)))
-    head0 = stats.paired_differences(null[null.length.isin(long)], ["backbone", "pooling"], n_resamples=300)
+    head0 = stats.paired_differences(null, ["backbone", "pooling"], n_resamples=300)
     by0 = stats.paired_differences(null, ["backbone", "pooling", "task", "length"], n_resamples=300)
-    out0 = text.summary_text(null, head0, by0, long)
+    out0 = text.summary_text(null, head0, by0)
     assert "not significant after correction" in out0 and "Does not reproduce the paper" in out0
     assert "No comparison possible" in text.verdict(head0.iloc[0:0])
     one = null[null.seed == 1]
-    out1 = text.summary_text(one, stats.paired_differences(one, ["backbone", "pooling"], n_resamples=100), by0, long)
+    out1 = text.summary_text(one, stats.paired_differences(one, ["backbone", "pooling"], n_resamples=100), by0)
     assert "1 training seed (1)" in out1 and "query sampling only" in out1
+
+
+def test_answer_paragraph_states_the_primary_contrast_with_its_interval_and_where_it_arises(planted):
+    rows = load.per_query(planted)
+    primary = stats.paired_differences(rows, ["backbone", "pooling"], n_resamples=500)
+    by_length = stats.paired_differences(rows, ["backbone", "pooling", "task", "length"], n_resamples=300)
+    r = primary.iloc[0]
+    out = text.answer_paragraph(primary, by_length, None, {("tiny-qwen2", "mean"): 0.061}, "ndcg_at_1",
+                                [256, 2048])
+    assert out.startswith("**Answer (tiny scale).**")
+    assert f"{text.points(r['diff'])} points [95% CI {text.points(r.ci_low)}, {text.points(r.ci_high)}]" in out
+    assert "bidirectional is better" in out and "3 seeds" in out and "smallest detectable difference 6.1" in out
+    assert "needle 1024" in out and "needle 256" not in out  # the planted effect starts at 1024 tokens
+    assert "256-2048 tokens" in out and "+20 points" in out
+    null = load.per_query(load.normalise(make_results(effect=0.0, shared_draws=False, rng_seed=3)))
+    p0 = stats.paired_differences(null, ["backbone", "pooling"], n_resamples=300)
+    b0 = stats.paired_differences(null, ["backbone", "pooling", "task", "length"], n_resamples=300)
+    assert "does not measurably help at this scale" in text.answer_paragraph(p0, b0, None, {}, "m", [256])
 
 
 # ----------------------------------------------------------------- loading

@@ -34,7 +34,7 @@ def test_report_executes_both_notebooks_on_a_fixture_study(tmp_path, monkeypatch
     assert str(out / "bidirectionality_long_context.html") in printed and "wandb sync" in printed
 
     figures = {p.stem for p in (out / "figures").glob("*.png")}
-    assert figures == {"score_vs_length", "depth_heatmap_needle", "depth_heatmap_passkey", "paired_differences",
+    assert figures == {"score_vs_length", "score_vs_length_ndcg_at_1", "depth_heatmap_needle", "depth_heatmap_passkey", "paired_differences",
                        "probe_attention_distance",
                        "probe_context_sensitivity", "parameter_effects", "parameter_importances", "pretraining_loss"}
     main_html = (out / "bidirectionality_long_context.html").read_text()
@@ -49,7 +49,8 @@ def test_report_executes_both_notebooks_on_a_fixture_study(tmp_path, monkeypatch
     assert "PosixPath" not in main_html and "Warning" not in main_html
 
     summary = (out / "summary.md").read_text()
-    assert "lengths 1024 tokens" in summary
+    answer = summary.split("\n\n")[1]  # the first paragraph under the heading answers the question
+    assert answer.startswith("**Answer (tiny scale).**") and "tiny-ar / mean: +" in answer and "95% CI" in answer
 
     sweep_html = (out / "sweep_overview.html").read_text()
     for heading in ("Sweep overview", "4 trials from Optuna storage", "Parameter effects",

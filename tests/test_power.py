@@ -45,10 +45,19 @@ def _study(n_queries: int, effect: float = 0.1, seeds=(0, 1, 2)) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def test_task_and_length_weights_are_hierarchical():
+    from analysis.stats import unit_weights
+
+    # task 0: one length of 2 queries; task 1: two lengths of 1 and 3 queries.
+    w = unit_weights(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 0, 1, 1, 1, 1]))
+    assert w.sum() == pytest.approx(1)
+    assert w[:2].tolist() == [0.25, 0.25] and w[2] == 0.25 and w[3:].tolist() == pytest.approx([1 / 12] * 3)
+
+
 def test_predicted_half_width_matches_the_bootstrap_interval():
     rows = _study(200)
     comp = power.cell_components(rows)
-    predicted = float(power.half_width(comp, seeds=3, queries_per_group=200, groups=2).iloc[0])
+    predicted = float(power.half_width(comp, seeds=3).iloc[0])
     diff = stats.paired_differences(rows, ["backbone", "pooling"], n_resamples=4000)
     observed = float((diff.ci_high - diff.ci_low).iloc[0] / 2)
     assert predicted == pytest.approx(observed, rel=0.3)
@@ -56,21 +65,22 @@ def test_predicted_half_width_matches_the_bootstrap_interval():
 
 def test_half_width_shrinks_with_queries_like_one_over_root_n():
     comp = power.cell_components(_study(100))
-    w100 = float(power.half_width(comp, 3, 100, 2).iloc[0])
-    w400 = float(power.half_width(comp, 3, 400, 2).iloc[0])
+    w100 = float(power.half_width(comp, 3).iloc[0])
+    w400 = float(power.half_width(comp, 3, 400).iloc[0])
     assert w400 < w100
     if float(comp.var_seed.iloc[0]) == 0:
         assert w400 == pytest.approx(w100 / 2, rel=0.01)
 
 
 def test_plan_picks_the_cheapest_design_meeting_the_target():
-    comp = pd.DataFrame([{"var_seed": 0.0, "var_query": 0.2, "var_resid": 0.1}])
+    comp = pd.DataFrame([{"var_seed": 0.0, "var_query": 0.2, "var_resid": 0.1, "sum_sq_weights": 1 / 400,
+                          "queries_per_group": 100}])
     cost = lambda q: 10.0 + 0.1 * q  # noqa: E731 - seconds per trial
-    design, table = power.plan(comp, groups=4, cells_per_seed=8, seconds_per_trial=cost, target=0.05)
+    design, table = power.plan(comp, cells_per_seed=8, seconds_per_trial=cost, target=0.05)
     assert design is not None and design.worst_half_width <= 0.05
     cheaper = table[(table.minutes < design.minutes) & (table.worst_half_width <= 0.05)]
     assert cheaper.empty
-    none, _ = power.plan(comp, groups=4, cells_per_seed=8, seconds_per_trial=cost, target=0.001)
+    none, _ = power.plan(comp, cells_per_seed=8, seconds_per_trial=cost, target=0.001)
     assert none is None
 
 
