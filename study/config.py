@@ -135,7 +135,7 @@ class EvalConfig:
     depth_buckets: int = 5
     batch_tokens: int = 32768
     precision: str = choice("auto", PRECISIONS)
-    # Truncate documents to this many tokens (None: the longest evaluated length + 10%).
+    # Truncate documents to this many tokens (None: the backbone's maximum positions).
     max_length: Optional[int] = None
 
 

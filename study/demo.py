@@ -1,14 +1,14 @@
 """The default study in one command (`make demo` = `study demo`).
 
-    1. pretrain the matched tiny pair offline: tiny-ar (next-token, causal) and tiny-diffusion
-       (masked diffusion, bidirectional) -- cached, so a re-run reuses them;
-    2. the ablation sweep sweeps/attention_pooling.yaml: backbone x attention x pooling x seeds --
-       resumable, so a re-run skips finished trials;
-    3. the analysis notebooks -> reports/ (HTML, PNG figures, summary), logged to W&B as an analysis run.
+    1. set-up checks: the sweep file, its backbones and its evaluation tasks (data present), before any compute;
+    2. pretraining, only for spec backbones that are `study pretrain` builds not made yet (cached);
+    3. the ablation sweep (sweeps/attention_pooling.yaml): attention x pooling x seeds, seed-major and
+       resumable, so a demo stopped after its first seed already holds paired comparisons;
+    4. the reference rows: BM25 on the very same evaluation documents and queries (runs/<study>/reference/);
+    5. the analysis notebooks -> reports/ (HTML, PNG figures, summary.md), logged to W&B as an analysis run.
 
-`--smoke` runs the same code path on a tiny budget (sweeps/demo_smoke.yaml and a tiny pretraining
-budget under other backbone names): what CI runs. The budget knobs of a bigger study are the
-pretraining `tokens` and the sweep file (seeds, trainer.max_steps, eval.lengths, eval.num_docs).
+Each stage is timed; the times are printed as they finish and saved in runs/<study>/demo_timing.json.
+`--smoke` runs the same code path on a tiny budget (sweeps/demo_smoke.yaml): what CI runs.
 """
 
 from __future__ import annotations
@@ -18,55 +18,111 @@ import logging
 import time
 from pathlib import Path
 
+from study.sweep.spec import SweepSpec, dotlist
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "sweeps" / "attention_pooling.yaml"
 SMOKE_SPEC = ROOT / "sweeps" / "demo_smoke.yaml"
-OBJECTIVES = ("autoregressive", "masked_diffusion")
-# Names the smoke spec refers to: a tiny budget must never replace the real tiny-ar / tiny-diffusion.
-SMOKE_PRETRAIN = {"autoregressive": "smoke-ar", "masked_diffusion": "smoke-diffusion"}
-SMOKE_BUDGET = ["tokens=8192", "seq_len=64", "batch_size=8", "val_tokens=1024", "eval_every=4", "warmup=2"]
+# Pretrained names a spec may use, with the `study pretrain` overrides that build them.
+PRETRAINED = {
+    "tiny-ar": ["objective=autoregressive"],
+    "tiny-diffusion": ["objective=masked_diffusion"],
+    "smoke-ar": ["objective=autoregressive", "name=smoke-ar", "tokens=8192", "seq_len=64", "batch_size=8",
+                 "val_tokens=1024", "eval_every=4", "warmup=2"],
+    "smoke-diffusion": ["objective=masked_diffusion", "name=smoke-diffusion", "tokens=8192", "seq_len=64",
+                        "batch_size=8", "val_tokens=1024", "eval_every=4", "warmup=2"],
+}
+EVAL_KEYS = ("eval.", "model.max_length")
 
 
-def pretrain_pair(smoke: bool) -> dict[str, float]:
+class Stages:
+    """Wall time of each stage, printed when it ends."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, what: str, fn, *args, **kwargs):
+        print(f"[demo] {name}: {what}", flush=True)
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.seconds[name] = round(time.perf_counter() - t0, 1)
+        print(f"[demo] {name} done in {self.seconds[name]:.1f}s", flush=True)
+        return out
+
+    def total(self) -> dict[str, float]:
+        return {**self.seconds, "total": round(time.perf_counter() - self.t0, 1)}
+
+
+def spec_backbones(spec: SweepSpec) -> list[str]:
+    names = list(spec.space["model.backbone"].choices) if "model.backbone" in spec.space else []
+    base = spec.base.get("model.backbone")
+    return names + ([base] if base else [])
+
+
+def pretrain_missing(names: list[str]) -> dict[str, float]:
+    """Build the spec's pretrained backbones that do not exist yet; seconds per build (0 when cached)."""
     from study.pretrain import load_pretrain_config, pretrain
 
     seconds = {}
-    for objective in OBJECTIVES:
-        overrides = [f"objective={objective}"]
-        if smoke:
-            overrides += [f"name={SMOKE_PRETRAIN[objective]}", *SMOKE_BUDGET]
+    for name in names:
+        if name not in PRETRAINED:
+            continue
         t0 = time.perf_counter()
-        pretrain(load_pretrain_config(overrides=overrides))
-        seconds[objective] = round(time.perf_counter() - t0, 1)
+        pretrain(load_pretrain_config(overrides=PRETRAINED[name]))
+        seconds[name] = round(time.perf_counter() - t0, 1)
     return seconds
+
+
+def check_setup(spec_path: Path) -> SweepSpec:
+    """Everything a demo needs, checked before compute: spec, task data, backbone names (pretrained or not)."""
+    from study.config import load_config
+    from study.sweep.spec import load_spec
+    from study.tasks import build_task
+
+    spec = load_spec(spec_path, validate_backbones=False)  # pretrained names may not be built yet
+    cfg = load_config(None, dotlist(spec.base), validate_backbone=False)
+    for name in cfg.eval.tasks:  # data present and parseable (e.g. the pydocs .deb): fails here, not in trial 1
+        build_task(name, cfg.eval)
+    return spec
+
+
+def bm25_reference(spec: SweepSpec, study_dir: Path) -> Path:
+    """BM25 on the sweep's evaluation documents and queries (same eval.* settings): the reference rows."""
+    from study.run_eval import run_eval
+
+    out = study_dir / "reference"
+    done = out / "bm25" / "results.parquet"
+    if done.is_file():
+        return done
+    keys = {k: v for k, v in spec.base.items() if k.startswith(EVAL_KEYS)}
+    result = run_eval("bm25", dotlist(keys) + [f"output_dir={out}", "run_name=bm25"])
+    return result.eval_dir / "results.parquet"
 
 
 def run_demo(smoke: bool = False, workers: int = 1, reports: str | Path = "reports") -> int:
     from analysis.report import build_report
-    from study.sweep import load_spec, run_sweep
+    from study.sweep import run_sweep
+    from study.sweep.spec import load_spec
 
     spec_path = SMOKE_SPEC if smoke else SPEC
-    timings, t_all = {}, time.perf_counter()
-    print(f"[demo] 1/3 pretraining the tiny pair ({'smoke budget' if smoke else 'default budget, cached'})", flush=True)
-    timings["pretrain"] = pretrain_pair(smoke)
-    spec = load_spec(spec_path)  # validated (its backbones exist now) before any trial starts
-    print(f"[demo] 2/3 sweep {spec_path.name}: {spec.description}", flush=True)
-    t0 = time.perf_counter()
-    code = run_sweep(spec_path, workers=workers)
-    timings["sweep"] = round(time.perf_counter() - t0, 1)
-    print("[demo] 3/3 analysis notebooks -> " + str(reports), flush=True)
-    t0 = time.perf_counter()
-    out = build_report(study=spec.name, out_dir=reports)
-    timings["report"] = round(time.perf_counter() - t0, 1)
-    timings["total"] = round(time.perf_counter() - t_all, 1)
+    stages = Stages()
+    spec = stages.run("setup", f"checking {spec_path.name} and its task data", check_setup, spec_path)
+    stages.run("pretrain", "pretrained backbones of the spec (cached)", pretrain_missing, spec_backbones(spec))
+    spec = load_spec(spec_path)  # now every backbone name resolves
     study_dir = Path("runs") / spec.name
+    code = stages.run("sweep", spec.description, run_sweep, spec_path, workers=workers)
+    stages.run("reference", "BM25 on the same documents", bm25_reference, spec, study_dir)
+    out = stages.run("report", f"analysis notebooks -> {reports}", build_report, study=spec.name, out_dir=reports)
+    timings = stages.total()
     (study_dir / "demo_timing.json").write_text(json.dumps(timings, indent=2))
-    print(f"\n[demo] done in {timings['total'] / 60:.1f} min: {json.dumps(timings)}")
+    print(f"\n[demo] done in {timings['total'] / 60:.1f} min: " + ", ".join(
+        f"{k} {v:.0f}s" for k, v in timings.items() if k != "total"))
     for path in out["html"].values():
         print(f"  report:  {path}")
     print(f"  figures: {Path(reports) / 'figures'}/*.png   summary: {Path(reports) / 'summary.md'}")
     print(f"  results: {study_dir / 'results.parquet'}   trials: study status {spec.name}")
-    print(f"  W&B (offline): upload with  wandb sync {study_dir}/trials/*/wandb/offline-run-*")
+    print(f"  W&B (offline): upload finished trials with  study status {spec.name} --wandb-dirs | xargs wandb sync")
     return code

@@ -117,9 +117,12 @@ def _build_model(spec: BackboneSpec, config, mcfg, seed: int) -> nn.Module:
     dtype_name = mcfg.dtype if mcfg.dtype != "auto" else spec.dtype
     kwargs = {"attn_implementation": mcfg.attn_implementation}
     if spec.is_tiny:
+        from study.backbones.tiny import scale_residual_branches
+
         # Random init is a function of the run's seed: seeds are the replicates of a tiny study.
         torch.manual_seed(seed)
         model = AutoModel.from_config(config, **kwargs)
+        scale_residual_branches(model, getattr(config, "residual_init_scale", 1.0))
         return model.to(DTYPES.get(dtype_name, torch.float32))
     kwargs["dtype"] = DTYPES[dtype_name] if dtype_name in DTYPES else "auto"
     if getattr(config, "native_mapping", None):

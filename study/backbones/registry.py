@@ -43,6 +43,10 @@ _TINY = {
 REGISTRY: dict[str, BackboneSpec] = {
     name: BackboneSpec(name, f"tiny:{name.split('-', 1)[1]}", desc) for name, desc in _TINY.items()
 }
+# The default study's backbone: a quarter of tiny-qwen2's compute per token (study/backbones/tiny.py, SIZES).
+REGISTRY["mini-qwen2"] = BackboneSpec(
+    "mini-qwen2", "tiny:qwen2@mini",
+    "Qwen2-style decoder, 4 layers, hidden 128 (~2M params), random init with residual branches at 0.1x")
 REGISTRY.update({
     s.name: s
     for s in [

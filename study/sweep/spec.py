@@ -251,7 +251,7 @@ def _check_metric(metric: Any, cfg: DictConfig, path: str, where: str) -> None:
                           f"{list(cfg.eval.lengths)} and metric in {', '.join(METRICS)}")
 
 
-def load_spec(path: str | Path) -> SweepSpec:
+def load_spec(path: str | Path, validate_backbones: bool = True) -> SweepSpec:
     """Read and validate a sweep file; ConfigError before anything starts."""
     path = Path(path)
     if not path.is_file():
@@ -259,10 +259,10 @@ def load_spec(path: str | Path) -> SweepSpec:
     raw = OmegaConf.load(path)
     if not isinstance(raw, DictConfig):
         raise _fail(str(path), "must hold a mapping (name, base, space, sampler, seeds, objective, ...)")
-    return parse_spec(OmegaConf.to_container(raw, resolve=True), str(path))
+    return parse_spec(OmegaConf.to_container(raw, resolve=True), str(path), validate_backbones)
 
 
-def parse_spec(raw: dict, path: str = "<spec>") -> SweepSpec:
+def parse_spec(raw: dict, path: str = "<spec>", validate_backbones: bool = True) -> SweepSpec:
     _check_keys("", raw, TOP_KEYS, path)
     name = raw.get("name")
     if not isinstance(name, str) or not NAME.fullmatch(name):
@@ -331,7 +331,7 @@ def parse_spec(raw: dict, path: str = "<spec>") -> SweepSpec:
         "seeds": spec.seeds, "objective": {"metric": metric, "direction": direction}, "pruner": spec.pruner,
         "n_trials": n_trials,
     }
-    _validate_configs(spec, path)
+    _validate_configs(spec, path, validate_backbones)
     return spec
 
 
@@ -352,7 +352,7 @@ def _param_dict(p: Param) -> dict:
     return {"type": p.type, "low": p.low, "high": p.high, "step": p.step, "log": p.log}
 
 
-def _validate_configs(spec: SweepSpec, path: str) -> None:
+def _validate_configs(spec: SweepSpec, path: str, validate_backbones: bool = True) -> None:
     """Every grid cell's merged config (or each value of a tpe/random space) must load."""
     if spec.grid:
         cells = spec.cells()
@@ -366,7 +366,7 @@ def _validate_configs(spec: SweepSpec, path: str) -> None:
             candidates += [{key: v, "seed": spec.seeds[0]} for v in values]
     for params in candidates:
         try:
-            cfg = load_config(None, spec.overrides(params))
+            cfg = load_config(None, spec.overrides(params), validate_backbone=validate_backbones)
         except ConfigError as e:
             shown = {k: v for k, v in params.items() if k != "seed"}
             raise _fail(path, f"{'cell ' + json.dumps(shown) if shown else 'base'}: {e}") from None
