@@ -125,8 +125,10 @@ def cmd_sweep(args) -> int:
     if args.plan:  # the cost of the whole grid; nothing is created
         return _print_plan(args.spec, [], args)
 
+    if args.budget_minutes is not None and args.budget_minutes <= 0:
+        raise ConfigError(f"--budget-minutes {args.budget_minutes:g} must be > 0")
     return run_sweep(args.spec, workers=args.workers, storage=args.storage, study_name=args.study_name,
-                     worker_only=args.worker)
+                     worker_only=args.worker, budget_minutes=args.budget_minutes)
 
 
 def cmd_status(args) -> int:
@@ -290,7 +292,9 @@ COMMANDS["power"] = cmd_power
 def cmd_demo(args) -> int:
     from study.demo import run_demo
 
-    return run_demo(smoke=args.smoke, workers=args.workers, reports=args.out)
+    if args.budget_minutes <= 0:
+        raise ConfigError(f"--budget-minutes {args.budget_minutes:g} must be > 0")
+    return run_demo(smoke=args.smoke, workers=args.workers, reports=args.out, budget_minutes=args.budget_minutes)
 
 
 COMMANDS["demo"] = cmd_demo
@@ -304,8 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(sub.add_parser("config", help="validate and print the resolved config"))
     _add_config_args(sub.add_parser("pretrain", help="pretrain a tiny backbone offline (objective=autoregressive|"
                                                      "masked_diffusion, adapt=mntp); cached"))
-    p = sub.add_parser("demo", help="the default study: pretrain the tiny pair, the ablation sweep, the report")
+    p = sub.add_parser("demo", help="the default study: the attention x pooling sweep, BM25 reference, the report")
     p.add_argument("--smoke", action="store_true", help="the same path on a tiny budget (what CI runs)")
+    p.add_argument("--budget-minutes", type=float, default=30.0,
+                   help="wall-time budget of the whole demo (default 30): the sweep runs as many seeds as fit, "
+                        "whole seeds only; re-running adds the rest")
     p.add_argument("--workers", type=int, default=1, help="sweep worker processes (default 1)")
     p.add_argument("--out", default="reports", help="report folder (default reports)")
     sub.add_parser("backbones", help="list registered backbones")
@@ -324,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(default sqlite:///runs/<study>/optuna.db)")
     p.add_argument("--study-name", help="study name (default: the spec's name)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a spawned worker: no set-up
+    p.add_argument("--budget-minutes", type=float, help="grid sweeps: start no seed block that would end after "
+                                                        "this many minutes (re-run the command to continue)")
     p.add_argument("--plan", action="store_true", help="print the grid's cost plan (FLOPs, GPU-hours, memory) and stop")
     _add_plan_args(p)
     p = sub.add_parser("plan", help="cost plan of a sweep file or a run config: FLOPs, time, GPU-hours, memory")

@@ -33,6 +33,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 # The storage URL reaches worker subprocesses through the environment, not argv,
 # so a password in it never shows in `ps`.
 STORAGE_ENV = "STUDY_SWEEP_STORAGE"
+# A time budget (unix time) after which a grid worker starts no new seed block: `study demo --budget-minutes`.
+DEADLINE_ENV = "STUDY_SWEEP_DEADLINE"
 LIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
 TABLE = "results.parquet"
 
@@ -310,7 +313,29 @@ def budget_used(trials: list[optuna.trial.FrozenTrial]) -> int:
     return sum(1 for t in trials if not (t.state == TrialState.FAIL and ("skipped" in t.user_attrs or t.number in retried)))
 
 
-def work(sweep: Sweep) -> int:
+def _next_seed(trials: list[optuna.trial.FrozenTrial]):
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    return min(waiting, key=lambda t: t.number).system_attrs.get("fixed_params", {}).get("seed") if waiting else None
+
+
+def out_of_time(trials: list[optuna.trial.FrozenTrial], deadline: float | None, last_seed, block: int) -> bool:
+    """True when the next queued trial opens a seed block that would not finish by `deadline`.
+
+    The grid is queued seed-major, so stopping between seed blocks leaves every finished seed with all of
+    its cells (paired comparisons); a block already started is finished. A block's cost is `block` times
+    the median trial time so far (unknown before the first trial: then it runs)."""
+    if deadline is None:
+        return False
+    seed = _next_seed(trials)
+    if seed is None or (last_seed is not None and seed == last_seed):
+        return False
+    times = [t.user_attrs["trial_seconds"] for t in trials
+             if t.state == TrialState.COMPLETE and "trial_seconds" in t.user_attrs]
+    need = block * float(np.median(times)) if times else 0.0
+    return time.time() + need > deadline
+
+
+def work(sweep: Sweep, deadline: float | None = None) -> int:
     """One worker: pop queued trials (grid) or ask the sampler (tpe/random) until the study is done.
 
     A grid worker with nothing left to pop waits while other trials are RUNNING: one
@@ -323,11 +348,20 @@ def work(sweep: Sweep) -> int:
     runner = TrialRunner(sweep)
     spec = sweep.spec
     beats = is_heartbeat_enabled(study._storage)
+    if deadline is None and os.environ.get(DEADLINE_ENV):  # a spawned worker
+        deadline = float(os.environ[DEADLINE_ENV])
+    block = max(1, len(spec.cells()) // max(1, len(spec.seeds)))  # cells per seed
+    last_seed = None
     while True:
         if beats:
             fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
         states = Counter(t.state for t in trials)
+        if spec.grid and out_of_time(trials, deadline, last_seed, block):
+            log.info("time budget reached: %d queued trials left for a later run of the same command "
+                     "(finished seeds are complete)", states[TrialState.WAITING])
+            break
+        last_seed = _next_seed(trials) if spec.grid else None
         if not states[TrialState.WAITING]:
             if spec.grid:
                 if states[TrialState.RUNNING] and beats:
@@ -345,10 +379,12 @@ def base_config(sweep: Sweep):
 
 
 def run_sweep(spec_path: str | Path, workers: int = 1, storage: str | None = None, study_name: str | None = None,
-              worker_only: bool = False) -> int:
-    """`study sweep`: validate, create the study and queue the grid once, then run N workers."""
+              worker_only: bool = False, budget_minutes: float | None = None) -> int:
+    """`study sweep`: validate, create the study and queue the grid once, then run N workers
+    (within `budget_minutes` of now, whole seed blocks only, when given)."""
     if workers < 1:
         raise ConfigError(f"--workers {workers} must be >= 1")
+    deadline = time.time() + 60 * budget_minutes if budget_minutes is not None else None
     _quiet_optuna()
     sweep = make_sweep(spec_path, storage, study_name)
     launch = detect_launch()
@@ -359,13 +395,15 @@ def run_sweep(spec_path: str | Path, workers: int = 1, storage: str | None = Non
                           "start more workers with more launches (e.g. a SLURM job array), not --workers")
     if worker_only:
         with trial_group.running(base_config(sweep).trainer):
-            return work(sweep)
+            return work(sweep, deadline)
     prepare_study(sweep)
     if workers == 1:
         with trial_group.running(base_config(sweep).trainer):  # this worker's other ranks, if trials span several
-            work(sweep)
+            work(sweep, deadline)
     else:
         env = {**os.environ, STORAGE_ENV: sweep.storage_url}
+        if deadline is not None:
+            env[DEADLINE_ENV] = str(deadline)
         # Workers share this machine's cores: without a setting of its own, each gets its share of
         # threads (oversubscribed torch threads spin and slow everyone down).
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
