@@ -124,7 +124,7 @@ def trial_cost(train_seconds: float, eval_seconds: float, pilot_queries: int, ov
 
 
 def plan(comp: pd.DataFrame, cells_per_seed: int, seconds_per_trial, target: float = 0.05,
-         budget_minutes: float | None = None, seeds=(1, 2, 3, 4, 5),
+         budget_minutes: float | None = None, seeds=tuple(range(1, 13)),
          queries=(20, 30, 40, 50, 60, 80, 100, 150, 200)) -> tuple[Design | None, pd.DataFrame]:
     """The cheapest (seeds, queries per group) whose worst cell's 95% half-width is <= `target`.
 

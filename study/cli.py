@@ -274,9 +274,11 @@ def cmd_power(args) -> int:
           f"training + {facts['eval_seconds']:.0f}s evaluation (medians)")
     print(f"\nvariance components of bidirectional - causal ({args.metric}, score units^2):")
     print(comp.round(5).to_string(index=False))
-    print(f"\ndesigns (worst cell's 95% half-width in points; minutes for the whole grid):")
-    table = designs.assign(worst_half_width=(100 * designs.worst_half_width).round(2), minutes=designs.minutes.round(1))
+    table = designs.assign(worst_half_width=(100 * designs.worst_half_width).round(1), minutes=designs.minutes.round(0))
+    print("\ndesigns: the worst cell's 95% half-width in points")
     print(table.pivot(index="queries_per_group", columns="seeds", values="worst_half_width").to_string())
+    print("\nand the minutes of trials for the whole grid")
+    print(table.pivot(index="queries_per_group", columns="seeds", values="minutes").astype(int).to_string())
     if design is None:
         print(f"\nno design reaches +-{args.target:g} points" +
               (f" within {args.budget_minutes:g} minutes" if args.budget_minutes else ""))
