@@ -52,6 +52,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 test-fast: setup

@@ -164,10 +164,10 @@ def answer_paragraph(primary: pd.DataFrame, by_length: pd.DataFrame, by_depth: p
     ]
     if learned:
         lines.append(learned)
-    lines.append(f"The paper reports about +20 points on LongEmbed for 7B models that were pretrained for the "
-                 f"direction they use (Dream vs autoregressive LMs); this study switches only the attention mask of "
-                 f"one small model and fine-tunes it briefly, so it tests whether the mask alone changes what a "
-                 f"model can encode, not what billions of tokens of bidirectional pretraining teach.")
+    lines.append("The paper reports about +20 points on LongEmbed for 7B models that were pretrained for the "
+                 "direction they use (Dream vs autoregressive LMs); this study switches only the attention mask of "
+                 "one small model and fine-tunes it briefly, so it tests whether the mask alone changes what a "
+                 "model can encode, not what billions of tokens of bidirectional pretraining teach.")
     return " ".join(lines)
 
 

@@ -124,8 +124,7 @@ def placement(trainer_cfg, launch: Launch | None = None) -> dict:
     if not launch.external:
         return {"devices": trainer_cfg.devices, "num_nodes": trainer_cfg.num_nodes, "plugins": None}
     # Lazy: keeps `import study.launch` light (the CLI imports it before every command).
-    from lightning.fabric.plugins.environments import (LightningEnvironment, SLURMEnvironment,
-                                                       TorchElasticEnvironment)
+    from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment, TorchElasticEnvironment
 
     wanted = (devices_count(trainer_cfg.devices, trainer_cfg.accelerator) if str(trainer_cfg.devices) != "auto"
               else None, trainer_cfg.num_nodes)

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from study.backbones.attention import AttentionMismatch, UnsupportedBackbone, probe_attention, set_attention, verify_attention
+from study.backbones.attention import (
+    AttentionMismatch,
+    UnsupportedBackbone,
+    probe_attention,
+    set_attention,
+    verify_attention,
+)
 from study.backbones.tiny import tiny_config
 
 FAMILIES = ["qwen2", "llama", "mistral", "qwen3", "gemma3", "bert"]

@@ -9,11 +9,17 @@ import time
 
 import pytest
 import torch
-
-from study.backbones import AttentionMismatch, UnsupportedBackbone, load_backbone, probe_attention, resolve_backbone
-from study.backbones import native
-from study.config import ConfigError, load_config
 from remote_standins import VOCAB, dream_checkpoint, llada_checkpoint, write_tokenizer
+
+from study.backbones import (
+    AttentionMismatch,
+    UnsupportedBackbone,
+    load_backbone,
+    native,
+    probe_attention,
+    resolve_backbone,
+)
+from study.config import ConfigError, load_config
 
 
 @pytest.fixture(autouse=True, scope="module")

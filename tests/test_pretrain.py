@@ -7,12 +7,11 @@ import math
 import pandas as pd
 import pytest
 import torch
+from test_corpus import SMALL
 
 from study.cli import main
 from study.pretrain import objectives as obj
 from study.pretrain.config import load_pretrain_config
-
-from test_corpus import SMALL
 
 # Tiny budget: 16 steps of 4 x 32 tokens on the small corpus of tests/test_corpus.py.
 TINY = ["tokens=2048", "seq_len=32", "batch_size=4", "eval_every=8", "log_every=4", "val_tokens=256",
@@ -176,9 +175,10 @@ def test_pretrain_writes_folder_results_wandb_and_second_call_is_cached(diffusio
 
 @pytest.mark.slow
 def test_mntp_adapts_the_ar_backbone_with_open_attention(tokenizer):
+    from transformers import AutoModel
+
     from study.backbones.attention import probe_attention
     from study.pretrain.store import pretrained_folder, read_lineage
-    from transformers import AutoModel
 
     assert main(["pretrain", "objective=autoregressive", "adapt=mntp", "name=tiny-ar-mntp", *TINY]) == 0
     mntp = read_lineage(pretrained_folder("tiny-ar-mntp"))

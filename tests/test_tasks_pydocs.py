@@ -105,7 +105,6 @@ def _text_ngrams(text: str, n: int = 8) -> set[int]:
 @pytest.mark.slow
 def test_pydocs_is_disjoint_from_training_text(built):
     from study.data.sources import gcide_entries, word_ngrams
-
     from study.tasks import build_task
 
     _, _, task = built

@@ -130,7 +130,6 @@ def _load_external(dcfg):
     import datasets
 
     from study.config import ConfigError
-
     from study.data.recipes import is_echo_folder, load_echo_folder, normalise
 
     src = dcfg.train

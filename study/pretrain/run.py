@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from study.precision import resolve_precision
 from study.pretrain import objectives
 from study.pretrain.config import DEFAULT_NAMES, cache_key, default_name, training_settings
 from study.pretrain.store import FINISHED, backbones_dir, register
-from study.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
