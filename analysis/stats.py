@@ -230,7 +230,10 @@ def paired_differences(rows: pd.DataFrame, by: list[str], alpha: float = 0.05, c
     """Bidirectional minus causal per cell of `by`, on the same seeds and queries.
 
     Columns: by..., bidirectional, causal, diff, ci_low, ci_high, p_value, p_adjusted,
-    significant (p_adjusted < alpha), n_seeds, n_queries. Cells lacking either side are skipped.
+    significant, n_seeds, n_queries. Cells lacking either side are skipped.
+    significant: p_adjusted < alpha AND the interval excludes zero. The permutation test is over queries
+    (for these trained models); the two-way interval also carries seed-to-seed variation, so a difference
+    that one retrained seed could flip is not called significant.
     """
     cols = by + ["bidirectional", "causal", "diff", "ci_low", "ci_high", "p_value", "p_adjusted",
                  "significant", "n_seeds", "n_queries"]
@@ -245,7 +248,7 @@ def paired_differences(rows: pd.DataFrame, by: list[str], alpha: float = 0.05, c
                     "n_seeds": len(md.seeds), "n_queries": len(md.units)})
     df = pd.DataFrame(out, columns=cols)
     df["p_adjusted"] = adjust_pvalues(df.p_value.to_numpy(), correction) if len(df) else []
-    df["significant"] = df.p_adjusted < alpha
+    df["significant"] = (df.p_adjusted < alpha) & ((df.ci_low > 0) | (df.ci_high < 0))
     return df
 
 

@@ -188,7 +188,8 @@ def summary_text(rows: pd.DataFrame, primary: pd.DataFrame, by_length: pd.DataFr
         "**Method.** Means with 95% two-way bootstrap intervals (seeds and queries resampled); paired differences "
         "bidirectional - causal on the same seeds and queries, every task weighted equally and every length within "
         "a task; two-sided sign-flip permutation p-values over queries, corrected with "
-        f"{method} across the cells of each table.",
+        f"{method} across the cells of each table. A difference is called significant when its corrected p-value "
+        "is below 0.05 and its interval excludes zero.",
     ]
     if not per_query:
         lines.append("*Only aggregate scores were available (no per-query rows): intervals and tests are over "

@@ -50,6 +50,19 @@ def test_planted_effect_is_detected_with_the_right_sign_and_size(planted):
     assert by_length[by_length.length >= 1024].significant.all()
 
 
+def test_a_seed_dependent_difference_is_not_called_significant():
+    """Every query agrees after averaging seeds (tiny permutation p), but the seeds disagree in sign: the
+    two-way interval covers zero, so the verdict must not be 'significant'."""
+    rng = np.random.default_rng(0)
+    causal = rng.uniform(0.2, 0.8, size=(3, 60))
+    shift = np.array([[0.25], [-0.15], [-0.05]])  # per-seed effect, mean +0.017
+    bidirectional = causal + shift + rng.normal(0, 0.005, size=causal.shape)
+    r = stats.paired_differences(two_sided_rows(bidirectional, causal), ["backbone", "pooling"],
+                                 n_resamples=2000).iloc[0]
+    assert r.p_adjusted < 0.001 and r.ci_low < 0 < r.ci_high
+    assert not r.significant
+
+
 def test_no_effect_gives_an_interval_covering_zero():
     rows = load.per_query(load.normalise(make_results(effect=0.0, shared_draws=False, rng_seed=3)))
     head = stats.paired_differences(rows, ["backbone", "pooling"], n_resamples=1000)
