@@ -43,7 +43,13 @@ def load_backbone(mcfg, seed: int = 0, verify: bool = True) -> Backbone:
         tokenizer = tiny_tokenizer()
         config = tiny_config(spec.source.split(":", 1)[1], tokenizer)
     else:
-        config, tokenizer = _pretrained_config_and_tokenizer(spec, mcfg)
+        try:
+            config, tokenizer = _pretrained_config_and_tokenizer(spec, mcfg)
+        except (OSError, ValueError) as e:  # offline and not cached, no such repo, not a model folder
+            from study.config import ConfigError
+
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"model.backbone={mcfg.backbone!r} cannot be loaded from {spec.source!r}: {first}") from None
     if _remote_diffusion(config, mcfg):
         # Their own code fixes the attention direction; the causality probe below reports what it does.
         log.warning("%s runs its remote code: model.attention=%s cannot be set, only verified",
