@@ -130,9 +130,10 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from study.sweep.status import print_status, status_url
+    from study.sweep.status import print_status, print_wandb_dirs, status_url
 
-    return print_status(args.study, status_url(args.study, args.storage))
+    url = status_url(args.study, args.storage)
+    return print_wandb_dirs(args.study, url) if args.wandb_dirs else print_status(args.study, url)
 
 
 def cmd_eval(args) -> int:
@@ -333,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="trials, states, params, objective and failures of a sweep")
     p.add_argument("study", help="study name (runs/<study>/optuna.db) or use --storage")
     p.add_argument("--storage", help="Optuna storage URL or journal file")
+    p.add_argument("--wandb-dirs", action="store_true",
+                   help="print only the offline W&B run folders of COMPLETE trials, one a line "
+                        "(upload: study status NAME --wandb-dirs | xargs wandb sync)")
     p = sub.add_parser("report", help="run the analysis notebooks on a study's results -> reports/*.html")
     p.add_argument("--study", help="study name: runs/<study>/results.parquet (+ runs/<study>/optuna.db)")
     p.add_argument("--results", nargs="+", default=[], metavar="PATH", help="results tables, run or study folders")
@@ -373,17 +377,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RESUMABLE = ("sweep", "demo")
+
+
+def _scrub_argv(args) -> None:
+    """Storage URLs given on the command line may hold a password: mask it in sys.argv, which W&B records
+    with every run of this process (STUDY_SWEEP_STORAGE keeps it off the command line altogether)."""
+    from study.sweep.storage import mask_url, url_password
+
+    for url in (getattr(args, "storage", None), getattr(args, "optuna", None)):
+        if url and url_password(url):
+            sys.argv[:] = [a.replace(url, mask_url(url)) for a in sys.argv]
+
+
+def _interrupted(args, argv: list[str], stop) -> int:
+    import shlex
+
+    from study.sweep.storage import mask_url
+
+    if args.command in RESUMABLE and not getattr(args, "worker", False):
+        print(f"study: interrupted ({stop.name}); the running trial is marked FAIL. Resume with the same command: "
+              f"study {mask_url(shlex.join(argv))}", file=sys.stderr)
+    elif not getattr(args, "worker", False):
+        print(f"study: interrupted ({stop.name})", file=sys.stderr)
+    return stop.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     _setup_logging(args.verbose)
+    _scrub_argv(args)
+    from study import interrupts
     from study.backbones.attention import AttentionMismatch, UnsupportedBackbone
 
     try:
-        return COMMANDS[args.command](args)
+        with interrupts.handled():
+            return COMMANDS[args.command](args)
     except (ConfigError, UnsupportedBackbone, AttentionMismatch) as e:
         print(f"study: error: {e}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, SystemExit) as e:  # SIGINT/SIGTERM: no traceback, 130/143
+        stop = interrupts.from_exception(e)
+        if stop is None:
+            raise
+        return _interrupted(args, argv, stop)
 
 
 if __name__ == "__main__":
