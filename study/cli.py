@@ -396,7 +396,8 @@ def _interrupted(args, argv: list[str], stop) -> int:
     from study.sweep.storage import mask_url
 
     if args.command in RESUMABLE and not getattr(args, "worker", False):
-        print(f"study: interrupted ({stop.name}); the running trial is marked FAIL. Resume with the same command: "
+        print(f"study: interrupted ({stop.name}); finished trials are kept, the interrupted one is marked FAIL. "
+              f"Resume with the same command: "
               f"study {mask_url(shlex.join(argv))}", file=sys.stderr)
     elif not getattr(args, "worker", False):
         print(f"study: interrupted ({stop.name})", file=sys.stderr)
