@@ -65,7 +65,8 @@ def fake_run(score_of, calls: list | None = None, wandb_run: bool = False):
             (run_dir / "wandb.json").write_text(json.dumps({"run_id": run_id, "mode": "offline"}))
         rows = [{"task": "passkey", "length": None, "metric": "ndcg_at_1", "value": value, "query_id": None,
                  "depth_bucket": None}]
-        table = make_table(rows, {"study": self.sweep.name, "trial": trial.number, "pooling": params["model.pooling"]},
+        table = make_table(rows, {"study": self.sweep.name, "trial": trial.number, "seed": params["seed"],
+                                  "pooling": params["model.pooling"]},
                            {"model.pooling": params["model.pooling"]})
         write_table(table, run_dir / "results.parquet")
         return RunResult(run_dir, "x", run_id, {"average/ndcg_at_1": value, "passkey/ndcg_at_1": value}, table)
@@ -281,9 +282,7 @@ def test_a_signal_mid_trial_exits_non_zero_marks_the_trial_fail_and_says_how_to_
     assert trial.user_attrs["fail_reason"] == f"interrupted ({signal.Signals(signum).name})"
     sweep = dispatch.make_sweep(path)
     assert dispatch.enqueue_cells(study, sweep.spec) == 1
-    from tests.test_sweep import wandb_run_info
-
-    assert "interrupted" in wandb_run_info(log.parent)["tags"]
+    assert "interrupted" in json.loads((log.parent / "wandb.json").read_text())["tags"]
 
 
 def test_sigterm_during_the_demo_exits_143_with_the_resume_command(monkeypatch, capsys):
@@ -321,7 +320,6 @@ def test_ctrl_c_during_training_is_an_interrupt_and_its_wandb_run_is_tagged(tmp_
     from study.config import load_config
     from study.interrupts import Interrupted
     from study.train import train_and_evaluate
-    from tests.test_sweep import wandb_run_info
 
     class CtrlC(pl.Callback):
         def on_train_batch_start(self, *args):
@@ -334,8 +332,8 @@ def test_ctrl_c_during_training_is_an_interrupt_and_its_wandb_run_is_tagged(tmp_
     with pytest.raises(Interrupted) as err:
         train_and_evaluate(cfg, callbacks=(CtrlC(),))
     assert err.value.exit_code == 130
-    info = wandb_run_info(tmp_path / "r")
-    assert "interrupted" in info["tags"]
+    pointer = json.loads((tmp_path / "r" / "wandb.json").read_text())
+    assert "interrupted" in pointer["tags"] and pointer["mode"] == "offline"
     assert not (tmp_path / "r" / "results.parquet").exists()
 
 
