@@ -122,6 +122,7 @@ def cmd_tasks(args) -> int:
 def cmd_sweep(args) -> int:
     from study.sweep import run_sweep
 
+    _check_flags(args, "--workers")
     if args.plan:  # the cost of the whole grid; nothing is created
         return _print_plan(args.spec, [], args)
 
@@ -160,8 +161,18 @@ def cmd_build_task(args) -> int:
     return 0
 
 
+def _check_flags(args, *names: str, minimum: float = 1) -> None:
+    """Numeric flags that must be >= minimum (None: not given): exit code 2 naming the flag and the value."""
+    for name in names:
+        value = getattr(args, name.lstrip("-").replace("-", "_"), None)
+        if value is not None and value < minimum:
+            raise ConfigError(f"{name} {value!r} must be >= {minimum:g}")
+
+
 def _print_plan(path: str, overrides: list[str], args) -> int:
     from study.plan import format_plan, plan_file
+
+    _check_flags(args, "--query-tokens", "--doc-tokens")
 
     rows = plan_file(path, overrides, args.gpu, args.utilization, args.query_tokens, args.doc_tokens)
     print(format_plan(rows, args.gpu, args.utilization, args.query_tokens, args.doc_tokens))
@@ -264,7 +275,15 @@ COMMANDS["pretrain"] = cmd_pretrain
 
 
 def cmd_power(args) -> int:
+    from pathlib import Path
+
     from analysis.power import pilot_report
+
+    if not args.target > 0 or (args.budget_minutes is not None and not args.budget_minutes > 0):
+        raise ConfigError(f"--target {args.target!r} and --budget-minutes {args.budget_minutes!r} must be > 0")
+    if not (Path(args.runs_dir) / args.study / "results.parquet").is_file():
+        raise ConfigError(f"study power {args.study!r}: no pilot table {Path(args.runs_dir) / args.study / 'results.parquet'} "
+                          "(run the pilot sweep first, or give --runs-dir)")
 
     design, designs, comp, facts = pilot_report(args.study, args.runs_dir, args.metric, args.target / 100,
                                                 args.budget_minutes)
@@ -291,6 +310,7 @@ COMMANDS["power"] = cmd_power
 def cmd_demo(args) -> int:
     from study.demo import run_demo
 
+    _check_flags(args, "--workers")
     return run_demo(smoke=args.smoke, workers=args.workers, reports=args.out)
 
 
