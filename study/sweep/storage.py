@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -64,7 +65,15 @@ def _writable_dir(path: Path) -> bool:
         if path.parent == path:
             return False
         path = path.parent
-    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+    if not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
+        return False
+    try:  # root passes os.access everywhere: try for real (read-only mounts, /proc), leaving nothing behind
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".study-write-probe-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
 
 
 def check_url(url: str) -> None:
