@@ -234,7 +234,7 @@ def test_no_file_a_sweep_writes_holds_the_storage_password(tmp_path):
     env = {**_env(), "WANDB_MODE": "offline"}
     try:
         run = subprocess.run(_study_python("sweep", str(path), "--storage", url), capture_output=True, text=True,
-                             env=env, cwd=tmp_path, timeout=900)
+                             env=env, cwd=tmp_path, timeout=1800)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
         files = [f for f in tmp_path.rglob("*") if f.is_file()]
         assert any(f.suffix == ".wandb" for f in files)
