@@ -194,3 +194,14 @@ def test_bad_input_exits_2_names_the_value_and_writes_nothing(tmp_path, monkeypa
 def test_the_table_is_big_enough():
     assert len(CASES) >= 40
     assert len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_a_sweep_over_an_unreachable_hub_backbone_is_refused_before_the_study_exists(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = spec(tmp_path, space={"model.backbone": {"type": "categorical",
+                                                    "choices": ["tiny-qwen2", "nonexistent-org/nonexistent-model"]}})
+    before = snapshot(tmp_path)
+    assert main(["sweep", path]) == 2
+    err = capsys.readouterr().err
+    assert "'nonexistent-org/nonexistent-model' cannot be loaded" in err and "Traceback" not in err
+    assert snapshot(tmp_path) == before

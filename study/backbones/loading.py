@@ -90,6 +90,27 @@ def load_backbone(mcfg, seed: int = 0, verify: bool = True) -> Backbone:
     )
 
 
+def check_loadable(name: str) -> None:
+    """Refuse a hub backbone whose config cannot be fetched (offline and not cached, no such repo) before a
+    sweep creates anything; registered tiny models, local folders and GGUF files need no check."""
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    spec = resolve_backbone(name)
+    if spec.is_tiny or gguf.is_gguf(spec.source) or Path(spec.source).expanduser().exists():
+        return
+    try:
+        AutoConfig.from_pretrained(spec.source)
+    except ValueError:  # the config is there but needs its remote code: loadable with trust_remote_code
+        return
+    except OSError as e:
+        from study.config import ConfigError
+
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"model.backbone={name!r} cannot be loaded from {spec.source!r}: {first}") from None
+
+
 def _pretrain_lineage(source: str) -> dict:
     """A `study pretrain` build records which pretraining run (W&B id, cache key) the fine-tuning starts from."""
     from study.pretrain.store import read_lineage

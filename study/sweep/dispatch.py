@@ -99,7 +99,18 @@ def make_sweep(spec_path: str | Path, storage: str | None = None, study_name: st
                           "there (a file is in the way, or the folder is not writable)")
     url = storage or os.environ.get(STORAGE_ENV) or default_url(study_dir)
     check_url(url)
+    from study.backbones.loading import check_loadable
+
+    for backbone in sorted({cell.get("model.backbone", base.model.backbone) for cell in _sample_cells(spec)}):
+        check_loadable(backbone)
     return Sweep(spec, name, study_dir, url, Path(spec_path))
+
+
+def _sample_cells(spec: SweepSpec) -> list[dict]:
+    """The grid's cells, or for tpe/random each categorical choice once (enough to name every backbone)."""
+    if spec.grid:
+        return spec.cells()
+    return [{k: v} for k, p in spec.space.items() if p.type == "categorical" for v in p.choices] or [{}]
 
 
 # ---------------------------------------------------------------- the study, created once
@@ -124,6 +135,9 @@ def prepare_study(sweep: Sweep) -> optuna.Study:
         raise ConfigError(f"study {sweep.name!r} already exists with direction {study.direction.name.lower()}")
     sweep.study_dir.mkdir(parents=True, exist_ok=True)
     _copy_spec(sweep)
+    if spec.grid and not spec.space:
+        log.info("study %s: the space is empty: the grid is the base config once per seed (%s)", sweep.name,
+                 ", ".join(map(str, spec.seeds)))
     if spec.grid:
         queued = enqueue_cells(study, spec)
         log.info("study %s: %d grid cells, %d newly queued (storage %s)", sweep.name, len(spec.cells()), queued,

@@ -9,7 +9,8 @@ without validation data. Errors are ConfigError naming the value and the options
     description: ...
     recipe: ../configs/recipes/x.yaml  # optional: a `study train --config` file under base (path from this file)
     base: {trainer.max_steps: 60}      # config overrides for every trial (mapping or key=value list)
-    space:                             # config key -> distribution
+    space:                             # config key -> distribution; empty (or left out) with sampler grid:
+                                       #   the base config once per seed (a replication study)
       model.attention: {type: categorical, choices: [bidirectional, causal]}
       optim.lr: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}
       trainer.max_steps: {type: int, low: 20, high: 60, step: 20}
