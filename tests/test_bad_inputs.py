@@ -122,6 +122,8 @@ CASES = [
     # other subcommands' config
     ("config-cmd", lambda t: ["config", "model.pooling=sum"], "'sum'"),
     ("eval-cmd", lambda t: ["eval", "model.backbone=tiny-qwen2", "model.attention=sideways"], "'sideways'"),
+    ("eval-offline-hub", lambda t: ["eval", "model.backbone=nonexistent-org/nonexistent-model", *TINY[1:],
+                                    f"output_dir={t}/evals"], "'nonexistent-org/nonexistent-model'"),
     ("eval-two-targets", lambda t: ["eval", "a", "b"], "['a', 'b']"),
     ("pretrain-objective", lambda t: ["pretrain", "objective=bogus"], "'bogus'"),
     # sweep files
