@@ -133,7 +133,9 @@ def cmd_sweep(args) -> int:
 def cmd_status(args) -> int:
     from study.sweep.status import print_status, print_wandb_dirs, status_url
 
-    url = status_url(args.study, args.storage)
+    from study.sweep.dispatch import STORAGE_ENV
+
+    url = status_url(args.study, args.storage or os.environ.get(STORAGE_ENV))
     return print_wandb_dirs(args.study, url) if args.wandb_dirs else print_status(args.study, url)
 
 
@@ -342,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="sweep file, e.g. sweeps/attention_pooling.yaml")
     p.add_argument("--workers", type=int, default=1, help="local worker processes on the same study (default 1)")
     p.add_argument("--storage", help="Optuna storage: RDB URL (postgresql://user@host/db) or a .log/.journal file "
-                                     "(default sqlite:///runs/<study>/optuna.db)")
+                                     "(default: $STUDY_SWEEP_STORAGE, which keeps a password off the command line; else "
+                                     "sqlite:///runs/<study>/optuna.db)")
     p.add_argument("--study-name", help="study name (default: the spec's name)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a spawned worker: no set-up
     p.add_argument("--plan", action="store_true", help="print the grid's cost plan (FLOPs, GPU-hours, memory) and stop")
@@ -353,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_args(p)
     p = sub.add_parser("status", help="trials, states, params, objective and failures of a sweep")
     p.add_argument("study", help="study name (runs/<study>/optuna.db) or use --storage")
-    p.add_argument("--storage", help="Optuna storage URL or journal file")
+    p.add_argument("--storage", help="Optuna storage URL or journal file (default: $STUDY_SWEEP_STORAGE, else "
+                                     "runs/<study>/optuna.db)")
     p.add_argument("--wandb-dirs", action="store_true",
                    help="print only the offline W&B run folders of COMPLETE trials, one a line "
                         "(upload: study status NAME --wandb-dirs | xargs wandb sync)")
@@ -418,7 +422,7 @@ def _interrupted(args, argv: list[str], stop) -> int:
     if args.command in RESUMABLE and not getattr(args, "worker", False):
         print(f"study: interrupted ({stop.name}); finished trials are kept, the interrupted one is marked FAIL. "
               f"Resume with the same command: "
-              f"study {mask_url(shlex.join(argv))}", file=sys.stderr)
+              f"study {shlex.join(mask_url(a) for a in argv)}", file=sys.stderr)
     elif not getattr(args, "worker", False):
         print(f"study: interrupted ({stop.name})", file=sys.stderr)
     return stop.exit_code
