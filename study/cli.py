@@ -122,6 +122,7 @@ def cmd_tasks(args) -> int:
 def cmd_sweep(args) -> int:
     from study.sweep import run_sweep
 
+    _check_flags(args, "--workers")
     if args.plan:  # the cost of the whole grid; nothing is created
         return _print_plan(args.spec, [], args)
 
@@ -132,9 +133,12 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from study.sweep.status import print_status, status_url
+    from study.sweep.status import print_status, print_wandb_dirs, status_url
 
-    return print_status(args.study, status_url(args.study, args.storage))
+    from study.sweep.dispatch import STORAGE_ENV
+
+    url = status_url(args.study, args.storage or os.environ.get(STORAGE_ENV))
+    return print_wandb_dirs(args.study, url) if args.wandb_dirs else print_status(args.study, url)
 
 
 def cmd_eval(args) -> int:
@@ -161,8 +165,18 @@ def cmd_build_task(args) -> int:
     return 0
 
 
+def _check_flags(args, *names: str, minimum: float = 1) -> None:
+    """Numeric flags that must be >= minimum (None: not given): exit code 2 naming the flag and the value."""
+    for name in names:
+        value = getattr(args, name.lstrip("-").replace("-", "_"), None)
+        if value is not None and value < minimum:
+            raise ConfigError(f"{name} {value!r} must be >= {minimum:g}")
+
+
 def _print_plan(path: str, overrides: list[str], args) -> int:
     from study.plan import format_plan, plan_file
+
+    _check_flags(args, "--query-tokens", "--doc-tokens")
 
     rows = plan_file(path, overrides, args.gpu, args.utilization, args.query_tokens, args.doc_tokens)
     print(format_plan(rows, args.gpu, args.utilization, args.query_tokens, args.doc_tokens))
@@ -265,7 +279,15 @@ COMMANDS["pretrain"] = cmd_pretrain
 
 
 def cmd_power(args) -> int:
+    from pathlib import Path
+
     from analysis.power import pilot_report
+
+    if not args.target > 0 or (args.budget_minutes is not None and not args.budget_minutes > 0):
+        raise ConfigError(f"--target {args.target!r} and --budget-minutes {args.budget_minutes!r} must be > 0")
+    if not (Path(args.runs_dir) / args.study / "results.parquet").is_file():
+        raise ConfigError(f"study power {args.study!r}: no pilot table {Path(args.runs_dir) / args.study / 'results.parquet'} "
+                          "(run the pilot sweep first, or give --runs-dir)")
 
     design, designs, comp, facts = pilot_report(args.study, args.runs_dir, args.metric, args.target / 100,
                                                 args.budget_minutes)
@@ -294,6 +316,7 @@ COMMANDS["power"] = cmd_power
 def cmd_demo(args) -> int:
     from study.demo import run_demo
 
+    _check_flags(args, "--workers")
     if args.budget_minutes <= 0:
         raise ConfigError(f"--budget-minutes {args.budget_minutes:g} must be > 0")
     return run_demo(smoke=args.smoke, workers=args.workers, reports=args.out, budget_minutes=args.budget_minutes)
@@ -330,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="sweep file, e.g. sweeps/attention_pooling.yaml")
     p.add_argument("--workers", type=int, default=1, help="local worker processes on the same study (default 1)")
     p.add_argument("--storage", help="Optuna storage: RDB URL (postgresql://user@host/db) or a .log/.journal file "
-                                     "(default sqlite:///runs/<study>/optuna.db)")
+                                     "(default: $STUDY_SWEEP_STORAGE, which keeps a password off the command line; else "
+                                     "sqlite:///runs/<study>/optuna.db)")
     p.add_argument("--study-name", help="study name (default: the spec's name)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a spawned worker: no set-up
     p.add_argument("--budget-minutes", type=float, help="grid sweeps: start no seed block that would end after "
@@ -343,7 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_args(p)
     p = sub.add_parser("status", help="trials, states, params, objective and failures of a sweep")
     p.add_argument("study", help="study name (runs/<study>/optuna.db) or use --storage")
-    p.add_argument("--storage", help="Optuna storage URL or journal file")
+    p.add_argument("--storage", help="Optuna storage URL or journal file (default: $STUDY_SWEEP_STORAGE, else "
+                                     "runs/<study>/optuna.db)")
+    p.add_argument("--wandb-dirs", action="store_true",
+                   help="print only the offline W&B run folders of COMPLETE trials, one a line "
+                        "(upload: study status NAME --wandb-dirs | xargs wandb sync)")
     p = sub.add_parser("report", help="run the analysis notebooks on a study's results -> reports/*.html")
     p.add_argument("--study", help="study name: runs/<study>/results.parquet (+ runs/<study>/optuna.db)")
     p.add_argument("--results", nargs="+", default=[], metavar="PATH", help="results tables, run or study folders")
@@ -384,17 +412,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RESUMABLE = ("sweep", "demo")
+
+
+def _scrub_argv(args) -> None:
+    """Storage URLs given on the command line may hold a password: mask it in sys.argv, which W&B records
+    with every run of this process (STUDY_SWEEP_STORAGE keeps it off the command line altogether)."""
+    from study.sweep.storage import mask_url, url_password
+
+    for url in (getattr(args, "storage", None), getattr(args, "optuna", None)):
+        if url and url_password(url):
+            sys.argv[:] = [a.replace(url, mask_url(url)) for a in sys.argv]
+
+
+def _interrupted(args, argv: list[str], stop) -> int:
+    import shlex
+
+    from study.sweep.storage import mask_url
+
+    if args.command in RESUMABLE and not getattr(args, "worker", False):
+        print(f"study: interrupted ({stop.name}); finished trials are kept, the interrupted one is marked FAIL. "
+              f"Resume with the same command: "
+              f"study {shlex.join(mask_url(a) for a in argv)}", file=sys.stderr)
+    elif not getattr(args, "worker", False):
+        print(f"study: interrupted ({stop.name})", file=sys.stderr)
+    return stop.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     _setup_logging(args.verbose)
+    _scrub_argv(args)
+    from study import interrupts
     from study.backbones.attention import AttentionMismatch, UnsupportedBackbone
 
     try:
-        return COMMANDS[args.command](args)
+        with interrupts.handled():
+            return COMMANDS[args.command](args)
     except (ConfigError, UnsupportedBackbone, AttentionMismatch) as e:
         print(f"study: error: {e}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, SystemExit) as e:  # SIGINT/SIGTERM: no traceback, 130/143
+        stop = interrupts.from_exception(e)
+        if stop is None:
+            raise
+        return _interrupted(args, argv, stop)
 
 
 if __name__ == "__main__":

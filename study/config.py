@@ -238,6 +238,21 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:
         raise ConfigError(f"could not parse overrides {list(overrides)}: {e}") from None
 
 
+def load_yaml(path: str | Path, what: str) -> DictConfig | ListConfig:
+    """A YAML file; ConfigError naming the file and the line when it does not parse."""
+    import yaml
+
+    try:
+        return OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{what} '{path}' is not valid YAML{where}: {problem}") from None
+    except (OmegaConfBaseException, UnicodeDecodeError, IsADirectoryError) as e:
+        raise ConfigError(f"{what} '{path}' could not be read: {str(e).splitlines()[0]}") from None
+
+
 def merge_layers(schema: type, config_file: str | Path | None = None,
                  overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """schema defaults <- YAML file <- key=value overrides; unknown keys and wrong types are ConfigError."""
@@ -246,7 +261,7 @@ def merge_layers(schema: type, config_file: str | Path | None = None,
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"--config '{config_file}' does not exist")
-        layer = OmegaConf.load(path)
+        layer = load_yaml(path, "--config")
         if not isinstance(layer, DictConfig):
             raise ConfigError(f"--config '{config_file}' must hold a mapping of config keys")
         _check_keys(layer, f"in {config_file}", schema)
@@ -273,11 +288,16 @@ def load_config(
 
 
 def _type_error_message(e: OmegaConfBaseException, schema: type = Config) -> str:
-    key = getattr(e, "full_key", None) or "?"
+    key = getattr(e, "full_key", None)
     value = getattr(e, "value", None)
+    if not key:  # a scalar given for a group of keys (model.lora=3): OmegaConf names neither
+        return f"wrong type: {str(e).splitlines()[0]} (a group of config keys needs sub-keys, e.g. model.lora.r=16)"
+    item = re.search(r"\[\d+\]$", key)
     try:
-        f = schema_node(key, schema)
+        f = schema_node(re.sub(r"\[\d+\]$", "", key), schema)
         expected = getattr(f.type, "__name__", None) or str(f.type)
+        if item:
+            expected = f"every item of {expected}"
     except ConfigError:
         expected = "see the schema in study/config.py"
     return f"{key}={value!r} has the wrong type: expected {expected}"
@@ -308,10 +328,12 @@ def validate(cfg: DictConfig, validate_backbone: bool = True) -> None:
     _check_choices(cfg)
     for key in ("loss.temperature", "optim.lr", "trainer.max_steps", "trainer.batch_size", "model.max_length",
                 "eval.num_queries", "eval.num_docs", "eval.batch_tokens", "eval.depth_buckets",
-                "trainer.accumulate_grad_batches", "trainer.num_nodes", "data.num_pairs"):
+                "trainer.accumulate_grad_batches", "trainer.num_nodes", "data.num_pairs",
+                "trainer.val_check_interval", "trainer.log_every_n_steps", "model.latent_attention.num_heads",
+                "model.latent_attention.num_latents", "model.lora.alpha"):
         _positive(cfg, key)
     for key in ("model.lora.r", "optim.warmup_steps", "data.hard_negatives", "optim.weight_decay",
-                "data.num_val_pairs", "trainer.num_workers"):
+                "data.num_val_pairs", "trainer.num_workers", "trainer.gradient_clip_val"):
         _positive(cfg, key, allow_zero=True)
     if not 0 <= cfg.model.lora.dropout < 1:
         raise ConfigError(f"model.lora.dropout={cfg.model.lora.dropout!r} must be in [0, 1)")
@@ -321,6 +343,12 @@ def validate(cfg: DictConfig, validate_backbone: bool = True) -> None:
         )
     if cfg.eval.num_queries > cfg.eval.num_docs:
         raise ConfigError(f"eval.num_queries={cfg.eval.num_queries} must be <= eval.num_docs={cfg.eval.num_docs}")
+    for key in ("seed", "eval.seed"):
+        value = OmegaConf.select(cfg, key)
+        if not 0 <= value < 2**32:
+            raise ConfigError(f"{key}={value!r} must be in [0, 2**32) (a random seed)")
+    if not cfg.eval.lengths:
+        raise ConfigError("eval.lengths=[] is empty: give at least one document length in tokens, e.g. [256, 1024]")
     bad_lengths = [n for n in cfg.eval.lengths if n < 64]
     if bad_lengths:
         raise ConfigError(f"eval.lengths={list(cfg.eval.lengths)}: every length must be >= 64 tokens (got {bad_lengths[0]})")

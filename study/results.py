@@ -78,7 +78,8 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
         if p.is_file():
             files = [p]
         elif (p / "trials").is_dir():
-            files = sorted((p / "trials").glob(f"*/{TABLE}"))
+            # trials/<n>/ only: trials/<n>.stale-<time>/ are folders moved aside (study/sweep/dispatch.py)
+            files = sorted(f for f in (p / "trials").glob(f"*/{TABLE}") if f.parent.name.isdigit())
         elif (p / TABLE).is_file():
             files = [p / TABLE]
         else:

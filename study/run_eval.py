@@ -151,6 +151,8 @@ def run_eval(target: str | None, overrides: list[str], config_file: str | None =
 
     mode, cfg, run_dir = resolve(target, overrides, config_file)
     tasks = [build_task(name, cfg.eval) for name in cfg.eval.tasks]  # missing data fails here, before the model
+    # A backbone that cannot be loaded (a hub id offline) is refused before the evaluation folder exists.
+    embedder, backbone = _load_model(mode, cfg, run_dir) if mode != "bm25" else (None, None)
     out = eval_dir_for(mode, cfg, run_dir)
     OmegaConf.set_readonly(cfg, False)
     cfg.wandb.job_type = "eval"
@@ -168,7 +170,6 @@ def run_eval(target: str | None, overrides: list[str], config_file: str | None =
     else:
         from study.train import evaluate_embedder
 
-        embedder, backbone = _load_model(mode, cfg, run_dir)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         embedder.to(device)
         rows = evaluate_embedder(cfg, embedder, backbone, device, tasks, _embedding_cache(mode, run_dir, embedder, cfg))

@@ -83,6 +83,23 @@ def finish(logger, run_dir: Path, summary: dict | None = None, tables: dict | No
     run.finish(exit_code=exit_code)
 
 
+def finish_failed(logger, run_dir: Path, error: BaseException) -> None:
+    """Close the W&B run of a run that did not finish, tagged by why: `pruned` (exit code 0), `interrupted`
+    (SIGINT/SIGTERM) or `failed`; only finished runs are results (`study status NAME --wandb-dirs`)."""
+    from study.interrupts import from_exception
+
+    if not logger:
+        return
+    pruned = type(error).__name__ == "TrialPruned"
+    why = "pruned" if pruned else "interrupted" if from_exception(error) else "failed"
+    try:
+        finish(logger, run_dir, exit_code=0 if pruned else 1, extra_tags=[why], summary={"state": why})
+    except Exception as e:  # noqa: BLE001 - never hide the run's own error behind a W&B one
+        import logging
+
+        logging.getLogger(__name__).warning("could not close the W&B run: %s", e)
+
+
 def wandb_mode_of(run) -> str:
     try:
         return "disabled" if run.disabled else ("offline" if run.offline else "online")

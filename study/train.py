@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
+from study import interrupts
 from study.config import ConfigError, save_config
 from study.launch import is_side_effect_process, placement
 
@@ -41,8 +42,11 @@ def default_run_name(cfg: DictConfig) -> str:
     return f"{backbone}-{cfg.model.attention}-{cfg.model.pooling}-s{cfg.seed}-{stamp}"
 
 
-def prepare_run_dir(cfg: DictConfig, run_dir: Path | None = None) -> Path:
-    """Choose and create the run folder; never touch a finished run."""
+def plan_run_dir(cfg: DictConfig, run_dir: Path | None = None) -> Path:
+    """Choose the run folder and check it can be made, creating nothing: a finished run is never touched,
+    an output_dir that is a file or cannot be written is refused (ConfigError)."""
+    from study.sweep.storage import _writable_dir
+
     if run_dir is None:
         if cfg.run_name is None:
             cfg.run_name = default_run_name(cfg)
@@ -52,6 +56,15 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path | None = None) -> Path:
             f"run_name={cfg.run_name!r}: {run_dir} already holds a finished run (results.parquet); "
             "choose another run_name or remove that folder"
         )
+    if (run_dir.exists() and not run_dir.is_dir()) or not _writable_dir(run_dir):
+        raise ConfigError(f"output_dir={cfg.output_dir!r}: cannot create the run folder {str(run_dir)!r} there "
+                          "(a file is in the way, or the folder is not writable)")
+    return run_dir
+
+
+def prepare_run_dir(cfg: DictConfig, run_dir: Path | None = None) -> Path:
+    """Choose and create the run folder; never touch a finished run."""
+    run_dir = plan_run_dir(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -111,6 +124,10 @@ def dataloaders(cfg: DictConfig, builder):
     from study.data.pairs import load_pairs
 
     pairs = load_pairs(cfg.data)
+    if len(pairs["train"]) < cfg.trainer.batch_size:  # drop_last: not one batch, so 0 optimizer steps
+        raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is larger than the {len(pairs['train'])} "
+                          f"training pairs of data.train={cfg.data.train!r}: no optimizer step would run; lower "
+                          "trainer.batch_size or give more pairs (data.num_pairs)")
     collate = PairCollator(builder, cfg.data.hard_negatives, cfg.model.use_instructions)
     generator = torch.Generator().manual_seed(cfg.seed)
     # An explicit sampler owns the generator, so its first permutation is randperm(seed): the one Lightning's
@@ -135,12 +152,32 @@ def eval_builder(cfg: DictConfig, backbone):
                         cfg.model.append_eos, cfg.model.exclude_instruction)
 
 
+def warn_truncation(cfg: DictConfig, backbone) -> None:
+    """One log line when a requested evaluation length exceeds what the backbone can encode: those documents
+    are truncated (each per-query row records encoded_length and answer_visible)."""
+    positions = backbone.max_positions
+    requested = max([*cfg.eval.lengths, cfg.eval.max_length or 0])
+    if positions and requested > positions:
+        log.warning("backbone %s has %d positions but evaluation asks for %d tokens (eval.lengths=%s, "
+                    "eval.max_length=%s): documents are truncated to %d tokens; see encoded_length and "
+                    "answer_visible in the results", cfg.model.backbone, positions, requested,
+                    list(cfg.eval.lengths), cfg.eval.max_length, positions)
+
+
+def build_tasks(cfg: DictConfig) -> list:
+    """Every evaluation task, built (and so checked: data present and parseable) before any training."""
+    from study.tasks import build_task
+
+    return [build_task(name, cfg.eval) for name in cfg.eval.tasks]
+
+
 def evaluate_embedder(cfg: DictConfig, embedder, backbone, device, tasks=None, cache=None) -> list[dict]:
     """Rows of every task in `cfg.eval.tasks` (or the already built `tasks`); `cache`: an embedding cache."""
     from study.evaluate import evaluate_task
     from study.tasks import build_task
 
     builder = eval_builder(cfg, backbone)
+    warn_truncation(cfg, backbone)
     embedder.eval()
     rows = []
     for task in tasks if tasks is not None else (build_task(name, cfg.eval) for name in cfg.eval.tasks):
@@ -170,20 +207,23 @@ def train_and_evaluate(
     from study.module import ContrastiveModule
     from study.precision import resolve_precision, training_device
     from study.results import TABLE, make_table, write_table
-    from study.tracking import finish
+    from study.tracking import finish, finish_failed
 
-    run_dir = prepare_outputs(cfg, run_dir)
-    run_name = cfg.run_name or run_dir.name
-    run_id = (identity or {}).get("run_id") or uuid.uuid4().hex[:8]
+    # Everything that can refuse the run is checked before its folder exists: the folder, the evaluation
+    # data, the backbone (hub ids offline), the training data and the number of optimizer steps.
+    run_dir = plan_run_dir(cfg, run_dir) if is_side_effect_process() else run_dir
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-
+    tasks = build_tasks(cfg) if is_side_effect_process() else None
     backbone = load_backbone(cfg.model, seed=cfg.seed)  # verifies the attention direction
     embedder = build_embedder(backbone, cfg.model)
-    log.info("backbone %s (%s, %s attention, %s params), pooling=%s", cfg.model.backbone,
-             backbone.info["model_type"], cfg.model.attention, f"{backbone.info['params']:,}", cfg.model.pooling)
     builder = InputBuilder(backbone.tokenizer, cfg.model.max_length, backbone.padding_side, cfg.model.append_eos,
                            cfg.model.exclude_instruction)
     train_loader, val_loader = dataloaders(cfg, builder)
+    run_dir = prepare_outputs(cfg, run_dir)
+    run_name = cfg.run_name or run_dir.name
+    run_id = (identity or {}).get("run_id") or uuid.uuid4().hex[:8]
+    log.info("backbone %s (%s, %s attention, %s params), pooling=%s", cfg.model.backbone,
+             backbone.info["model_type"], cfg.model.attention, f"{backbone.info['params']:,}", cfg.model.pooling)
     module = ContrastiveModule(
         embedder,
         InfoNCE(cfg.loss.temperature, gather=cfg.loss.gather_across_processes),
@@ -218,31 +258,32 @@ def train_and_evaluate(
     try:
         trainer.fit(module, train_loader, val_loader)
     except BaseException as e:
-        if trainer.is_global_zero:
-            # A sweep's pruner stops a trial by raising optuna.TrialPruned: a finished run tagged "pruned".
-            pruned = type(e).__name__ == "TrialPruned"
-            finish(logger, run_dir, exit_code=0 if pruned else 1, extra_tags=["pruned"] if pruned else None,
-                   summary={"state": "pruned"} if pruned else None)
-        raise
+        if trainer.is_global_zero:  # pruned (a finished run tagged "pruned"), interrupted or failed
+            finish_failed(logger, run_dir, e)
+        raise (interrupts.from_exception(e) if isinstance(e, SystemExit) else None) or e
     train_seconds = time.perf_counter() - t0
     with whole_weights(trainer):  # FSDP: all ranks gather the sharded weights onto rank 0 (else a no-op)
         if not trainer.is_global_zero:
             return None
-        t0 = time.perf_counter()
-        device = trainer.strategy.root_device
-        embedder.to(device)
-        rows = evaluate_embedder(cfg, embedder, backbone, device)
-        eval_seconds = time.perf_counter() - t0
-        identity = {
-            "study": "", "trial": -1, "run_id": run_id, "run_name": run_name,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "backbone": cfg.model.backbone, "attention": cfg.model.attention, "pooling": cfg.model.pooling,
-            "seed": cfg.seed, **(identity or {}),
-        }
-        table = make_table(rows, identity, extra_columns)
-        scores = summarize(rows)
-        if cfg.save_model:
-            save_model(cfg, embedder, backbone, run_dir / "model")
+        try:
+            t0 = time.perf_counter()
+            device = trainer.strategy.root_device
+            embedder.to(device)
+            rows = evaluate_embedder(cfg, embedder, backbone, device, tasks)
+            eval_seconds = time.perf_counter() - t0
+            identity = {
+                "study": "", "trial": -1, "run_id": run_id, "run_name": run_name,
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "backbone": cfg.model.backbone, "attention": cfg.model.attention, "pooling": cfg.model.pooling,
+                "seed": cfg.seed, **(identity or {}),
+            }
+            table = make_table(rows, identity, extra_columns)
+            scores = summarize(rows)
+            if cfg.save_model:
+                save_model(cfg, embedder, backbone, run_dir / "model")
+        except BaseException as e:
+            finish_failed(logger, run_dir, e)
+            raise
     write_table(table, run_dir / TABLE)  # written last: its presence marks a finished run
     metrics = {f"eval/{k}": v for k, v in scores.items()}
     metrics.update({"time/train_seconds": train_seconds, "time/eval_seconds": eval_seconds})

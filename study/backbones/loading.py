@@ -43,7 +43,13 @@ def load_backbone(mcfg, seed: int = 0, verify: bool = True) -> Backbone:
         tokenizer = tiny_tokenizer()
         config = tiny_config(spec.source.split(":", 1)[1], tokenizer)
     else:
-        config, tokenizer = _pretrained_config_and_tokenizer(spec, mcfg)
+        try:
+            config, tokenizer = _pretrained_config_and_tokenizer(spec, mcfg)
+        except (OSError, ValueError) as e:  # offline and not cached, no such repo, not a model folder
+            from study.config import ConfigError
+
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"model.backbone={mcfg.backbone!r} cannot be loaded from {spec.source!r}: {first}") from None
     if _remote_diffusion(config, mcfg):
         # Their own code fixes the attention direction; the causality probe below reports what it does.
         log.warning("%s runs its remote code: model.attention=%s cannot be set, only verified",
@@ -82,6 +88,27 @@ def load_backbone(mcfg, seed: int = 0, verify: bool = True) -> Backbone:
         info={"source": spec.source, "model_type": config.model_type, "params": n_params, "trainable_params": n_train,
               **_pretrain_lineage(spec.source)},
     )
+
+
+def check_loadable(name: str) -> None:
+    """Refuse a hub backbone whose config cannot be fetched (offline and not cached, no such repo) before a
+    sweep creates anything; registered tiny models, local folders and GGUF files need no check."""
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    spec = resolve_backbone(name)
+    if spec.is_tiny or gguf.is_gguf(spec.source) or Path(spec.source).expanduser().exists():
+        return
+    try:
+        AutoConfig.from_pretrained(spec.source)
+    except ValueError:  # the config is there but needs its remote code: loadable with trust_remote_code
+        return
+    except OSError as e:
+        from study.config import ConfigError
+
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"model.backbone={name!r} cannot be loaded from {spec.source!r}: {first}") from None
 
 
 def _pretrain_lineage(source: str) -> dict:

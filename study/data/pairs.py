@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -134,6 +135,8 @@ def _load_external(dcfg):
 
     src = dcfg.train
     path = Path(src).expanduser()
+    quiet = logging.getLogger("datasets")  # a file it cannot parse is logged with a traceback; we say it once
+    level, quiet.level = quiet.level, logging.CRITICAL
     try:
         if is_echo_folder(path):
             ds = load_echo_folder(path)
@@ -144,7 +147,10 @@ def _load_external(dcfg):
         else:
             ds = datasets.load_dataset(src)
     except Exception as e:  # noqa: BLE001 - re-raised with the value named
-        raise ConfigError(f"data.train={src!r} could not be loaded: {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"data.train={src!r} could not be loaded: {first}") from None
+    finally:
+        quiet.setLevel(level)
     if isinstance(ds, datasets.Dataset):
         ds = datasets.DatasetDict({"train": ds})
     ds = normalise(ds, src)  # the paper's formats (E5, ReasonAug, MS MARCO with instructions) -> our columns

@@ -37,12 +37,12 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from study import trial_group
+from study import interrupts, trial_group
 from study.config import ConfigError, load_config
 from study.launch import detect as detect_launch
 from study.paths import file_lock
 from study.sweep.spec import NAME, SweepSpec, cell_key, dotlist, load_spec
-from study.sweep.storage import default_url, mask_url, open_storage
+from study.sweep.storage import _writable_dir, check_url, default_url, mask_url, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,23 @@ def make_sweep(spec_path: str | Path, storage: str | None = None, study_name: st
         raise ConfigError(f"--study-name {name!r} must be a folder-safe name (letters, digits, . _ + -)")
     base = load_config(None, dotlist(spec.base))
     study_dir = (Path(base.output_dir) / name).resolve()
+    if (study_dir.exists() and not study_dir.is_dir()) or not _writable_dir(study_dir):
+        raise ConfigError(f"output_dir={base.output_dir!r}: cannot create the study folder {str(study_dir)!r} "
+                          "there (a file is in the way, or the folder is not writable)")
     url = storage or os.environ.get(STORAGE_ENV) or default_url(study_dir)
+    check_url(url)
+    from study.backbones.loading import check_loadable
+
+    for backbone in sorted({cell.get("model.backbone", base.model.backbone) for cell in _sample_cells(spec)}):
+        check_loadable(backbone)
     return Sweep(spec, name, study_dir, url, Path(spec_path))
+
+
+def _sample_cells(spec: SweepSpec) -> list[dict]:
+    """The grid's cells, or for tpe/random each categorical choice once (enough to name every backbone)."""
+    if spec.grid:
+        return spec.cells()
+    return [{k: v} for k, p in spec.space.items() if p.type == "categorical" for v in p.choices] or [{}]
 
 
 # ---------------------------------------------------------------- the study, created once
@@ -107,8 +122,8 @@ def make_sweep(spec_path: str | Path, storage: str | None = None, study_name: st
 def prepare_study(sweep: Sweep) -> optuna.Study:
     """Create (or reopen) the study, check it was made from the same spec, queue missing grid cells."""
     spec = sweep.spec
-    sweep.study_dir.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(study_name=sweep.name, storage=sweep.storage(), sampler=sweep.sampler(),
+    storage = sweep.storage()  # a storage that cannot be opened is refused before the study folder exists
+    study = optuna.create_study(study_name=sweep.name, storage=storage, sampler=sweep.sampler(),
                                 pruner=sweep.pruner(), direction=spec.direction, load_if_exists=True)
     stored = study.user_attrs.get("sweep_spec")
     if stored is None:
@@ -121,7 +136,11 @@ def prepare_study(sweep: Sweep) -> optuna.Study:
                           "resume it with the original file or choose another --study-name")
     if study.direction.name.lower() != spec.direction:
         raise ConfigError(f"study {sweep.name!r} already exists with direction {study.direction.name.lower()}")
+    sweep.study_dir.mkdir(parents=True, exist_ok=True)
     _copy_spec(sweep)
+    if spec.grid and not spec.space:
+        log.info("study %s: the space is empty: the grid is the base config once per seed (%s)", sweep.name,
+                 ", ".join(map(str, spec.seeds)))
     if spec.grid:
         queued = enqueue_cells(study, spec)
         log.info("study %s: %d grid cells, %d newly queued (storage %s)", sweep.name, len(spec.cells()), queued,
@@ -169,10 +188,21 @@ class TrialRunner:
         except (SkippedTrial, optuna.TrialPruned):
             raise
         except BaseException as e:  # recorded, then Optuna marks the trial FAIL and the worker goes on
-            trial.set_user_attr("fail_reason", _reason(e))
-            _close_wandb()
+            stop = interrupts.from_exception(e)
+            trial.set_user_attr("fail_reason", f"interrupted ({stop.name})" if stop else _reason(e))
+            if stop:
+                trial.set_user_attr("interrupted", stop.name)
+            _close_wandb("interrupted" if stop else "failed")
             gc.collect()
+            if stop:  # Optuna marks a trial FAIL on a KeyboardInterrupt (Lightning's SystemExit it leaves RUNNING)
+                raise stop from None
             raise
+
+    def config(self, trial: optuna.Trial, params: dict, run_dir: Path):
+        """The trial's resolved config (what its folder's config.yaml must hold for the folder to be reused)."""
+        per_trial = {"run_name": f"trial-{trial.number}", "output_dir": str(run_dir.parent),
+                     "wandb.group": self.sweep.name, "wandb.job_type": "train"}
+        return load_config(None, self.sweep.spec.overrides(params) + dotlist(per_trial))
 
     def _run(self, trial: optuna.Trial) -> float:
         started = time.perf_counter()
@@ -187,12 +217,10 @@ class TrialRunner:
         run_dir = self.sweep.study_dir / "trials" / str(trial.number)
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        self._adopt_finished_run(trial, run_dir, system_attrs.get("retry_history", []))
+        cfg = self.config(trial, params, run_dir)
+        scores = self._reuse(trial, run_dir, cfg, system_attrs.get("retry_history", []))
         train_s = eval_s = 0.0
-        if (run_dir / TABLE).exists():  # finished before its worker died: never train it again
-            import pandas as pd
-
-            scores = summary_of(pd.read_parquet(run_dir / TABLE))
+        if scores is not None:  # finished before its worker died, with these very settings: never train it again
             trial.set_user_attr("reused_results", True)
         else:
             try:
@@ -207,7 +235,6 @@ class TrialRunner:
         for key, value in (("train_seconds", train_s), ("eval_seconds", eval_s), ("trial_seconds", wall),
                            ("overhead_seconds", wall - train_s - eval_s)):
             trial.set_user_attr(key, round(value, 3))
-        rebuild_table(self.sweep.study_dir)
         log.info("trial %d %s -> %s=%.4f in %.1fs (train %.1fs, eval %.1fs, overhead %.1fs)", trial.number,
                  " ".join(spec.tags(params)), spec.metric, scores[spec.metric], wall, train_s, eval_s,
                  wall - train_s - eval_s)
@@ -217,9 +244,7 @@ class TrialRunner:
         from study.train import train_and_evaluate
 
         spec, name = self.sweep.spec, self.sweep.name
-        per_trial = {"run_name": f"trial-{trial.number}", "output_dir": str(run_dir.parent),
-                     "wandb.group": name, "wandb.job_type": "train"}
-        cfg = load_config(None, spec.overrides(params) + dotlist(per_trial))
+        cfg = self.config(trial, params, run_dir)
         callbacks = [] if spec.pruner["type"] == "none" else [step_pruning_callback(trial)]
         with trial_group.scope(cfg, run_dir, prune=bool(callbacks)):  # the worker's other ranks train it too
             return train_and_evaluate(
@@ -235,22 +260,66 @@ class TrialRunner:
         for t in trial.study.get_trials(deepcopy=False, states=LIVE):
             if t.number < trial.number and trial_cell(t) == key:
                 trial.set_user_attr("skipped", f"duplicate of trial {t.number}")
+                log.info("trial %d skipped: its cell is already run by trial %d (queued twice, e.g. by two sweep "
+                         "commands)", trial.number, t.number)
                 raise SkippedTrial(f"cell already covered by trial {t.number}")
 
-    def _adopt_finished_run(self, trial: optuna.Trial, run_dir: Path, retry_history: list[int]) -> None:
-        """A retried trial whose first attempt wrote its results before dying: take that folder over."""
+    def _reuse(self, trial: optuna.Trial, run_dir: Path, cfg, retry_history: list[int]) -> dict | None:
+        """The scores of a finished folder made from this trial's config, else None (and a clean run folder).
+
+        A retried trial whose first attempt wrote its results before dying takes that folder over. A folder
+        made from other settings (the study was recreated, the grid order changed) or without readable results
+        is moved aside as trials/<n>.stale-<time>, never adopted."""
         for old in reversed(retry_history):
             old_dir = run_dir.parent / str(old)
-            if (old_dir / TABLE).exists() and not run_dir.exists():
-                import pandas as pd
-
+            if not run_dir.exists() and finished_scores(old_dir, cfg) is not None:
                 from study.results import write_table
 
                 os.replace(old_dir, run_dir)
-                table = pd.read_parquet(run_dir / TABLE)
-                write_table(table.assign(trial=trial.number), run_dir / TABLE)
+                write_table(_read_table(run_dir).assign(trial=trial.number), run_dir / TABLE)
                 log.info("trial %d: reusing the finished results of trial %d", trial.number, old)
-                return
+                break
+        if not run_dir.exists():
+            return None
+        scores = finished_scores(run_dir, cfg)
+        if scores is None:
+            stale = run_dir.with_name(f"{run_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+            os.replace(run_dir, stale)
+            log.warning("trial %d: %s holds no finished run of this trial's settings; moved aside to %s",
+                        trial.number, run_dir, stale.name)
+        return scores
+
+
+def _read_table(run_dir: Path):
+    import pandas as pd
+
+    return pd.read_parquet(run_dir / TABLE)
+
+
+def same_settings(run_dir: Path, cfg) -> bool:
+    """Whether run_dir/config.yaml holds `cfg` (up to the run's name and folder)."""
+    from omegaconf import OmegaConf
+
+    from study.config import flatten
+
+    try:
+        saved = flatten(OmegaConf.load(run_dir / "config.yaml"))
+    except Exception:  # noqa: BLE001 - missing or unreadable: not the same settings
+        return False
+    ignore = ("run_name", "output_dir")
+    mine = {k: v for k, v in flatten(cfg).items() if k not in ignore}
+    return {k: v for k, v in saved.items() if k not in ignore} == mine
+
+
+def finished_scores(run_dir: Path, cfg) -> dict | None:
+    """The summary of a finished run folder of these settings; None if unfinished, unreadable or other settings."""
+    if not (run_dir / TABLE).is_file() or not same_settings(run_dir, cfg):
+        return None
+    try:
+        return summary_of(_read_table(run_dir))
+    except Exception as e:  # noqa: BLE001 - a corrupt table: rerun the trial
+        log.warning("%s is unreadable (%s: %s)", run_dir / TABLE, type(e).__name__, e)
+        return None
 
 
 def step_pruning_callback(trial: optuna.Trial):
@@ -273,38 +342,76 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
 
 
-def _close_wandb() -> None:
-    """A run that crashed after training leaves its W&B run open; finish it as failed."""
+def _close_wandb(why: str = "failed") -> None:
+    """A run that crashed outside train_and_evaluate's own handling leaves its W&B run open; finish it, tagged."""
     try:
         import wandb
 
         if wandb.run is not None:
+            wandb.run.tags = tuple(wandb.run.tags or ()) + (why,)
             wandb.run.finish(exit_code=1)
     except Exception as e:  # never let cleanup hide the trial's own error
         log.warning("could not close the W&B run: %s", e)
 
 
-def rebuild_table(study_dir: Path) -> Path | None:
-    """runs/<study>/results.parquet = the union of finished trials (under a lock: workers race)."""
-    from study.results import read_results, write_table
+def rebuild_table(study_dir: Path, study: optuna.Study) -> Path | None:
+    """runs/<study>/results.parquet = the rows of COMPLETE trials, one trial per grid cell (the lowest-numbered
+    one), under a lock (workers race). A trial table that cannot be read is skipped with a warning: another
+    trial's bad file never fails this one, nor `study status`."""
+    import pandas as pd
 
-    if not (study_dir / "trials").is_dir():
+    from study.results import write_table
+
+    grid = (study.user_attrs.get("sweep_spec") or {}).get("sampler") == "grid"
+    frames, cells = [], set()
+    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
+        if grid and trial_cell(t) in cells:
+            continue
+        path = Path(t.user_attrs.get("run_dir") or study_dir / "trials" / str(t.number)) / TABLE
+        try:
+            frames.append(pd.read_parquet(path))
+        except Exception as e:  # noqa: BLE001 - corrupt, missing, unreadable
+            log.warning("study table: skipping trial %d: %s cannot be read (%s)", t.number, path, type(e).__name__)
+            continue
+        cells.add(trial_cell(t))
+    if not frames or not study_dir.is_dir():
         return None
     with file_lock(study_dir / ".results.lock"):
-        try:
-            table = read_results(study_dir)
-        except FileNotFoundError:
-            return None
+        table = pd.concat(frames, ignore_index=True)
         table = table.sort_values(["trial", "task"], kind="stable").reset_index(drop=True)
         return write_table(table, study_dir / TABLE)
+
+
+def update_table(sweep: Sweep, study: optuna.Study) -> None:
+    """Rebuild the study table; a failure is a warning, never the trial's failure."""
+    try:
+        rebuild_table(sweep.study_dir, study)
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not rebuild %s: %s: %s", sweep.study_dir / TABLE, type(e).__name__, e)
 
 
 # ---------------------------------------------------------------- workers
 
 
+class _TrialLogFilter(logging.Filter):
+    """Optuna logs every failed trial with its traceback. A skipped duplicate is no failure (the trial logs one
+    line itself) and an interrupt is no bug: neither gets a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, SkippedTrial):
+            return False
+        if isinstance(error, KeyboardInterrupt):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def _quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+    optimize_log = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _TrialLogFilter) for f in optimize_log.filters):
+        optimize_log.addFilter(_TrialLogFilter())
 
 
 def budget_used(trials: list[optuna.trial.FrozenTrial]) -> int:
@@ -371,7 +478,27 @@ def work(sweep: Sweep, deadline: float | None = None) -> int:
             if budget_used(trials) >= spec.n_trials:
                 break
         study.optimize(runner, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        update_table(sweep, study)
     return 0
+
+
+def _stop_workers(procs: list[subprocess.Popen], stop: "interrupts.Interrupted") -> None:
+    """Pass a SIGTERM on to the workers at once; a Ctrl-C reaches them from the terminal, so only the ones
+    still running after a moment get it. Then wait: each marks its running trial FAIL before it exits."""
+    import signal
+
+    if stop.signum == signal.SIGINT:
+        time.sleep(2)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(stop.signum)
+    for p in procs:
+        while True:
+            try:
+                p.wait()
+                break
+            except KeyboardInterrupt:  # a second signal while the workers finish: keep waiting
+                continue
 
 
 def base_config(sweep: Sweep):
@@ -409,7 +536,11 @@ def run_sweep(spec_path: str | Path, workers: int = 1, storage: str | None = Non
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
         cmd = [sys.executable, "-m", "study.cli", "sweep", str(spec_path), "--study-name", sweep.name, "--worker"]
         procs = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
-        codes = [p.wait() for p in procs]
+        try:
+            codes = [p.wait() for p in procs]
+        except interrupts.Interrupted as stop:
+            _stop_workers(procs, stop)
+            raise
         if any(codes):
             log.warning("worker exit codes: %s", codes)
     from study.sweep.status import print_status

@@ -9,7 +9,8 @@ without validation data. Errors are ConfigError naming the value and the options
     description: ...
     recipe: ../configs/recipes/x.yaml  # optional: a `study train --config` file under base (path from this file)
     base: {trainer.max_steps: 60}      # config overrides for every trial (mapping or key=value list)
-    space:                             # config key -> distribution
+    space:                             # config key -> distribution; empty (or left out) with sampler grid:
+                                       #   the base config once per seed (a replication study)
       model.attention: {type: categorical, choices: [bidirectional, causal]}
       optim.lr: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}
       trainer.max_steps: {type: int, low: 20, high: 60, step: 20}
@@ -32,7 +33,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from study.config import METRICS, ConfigError, load_config, schema_node
+from study.config import METRICS, ConfigError, load_config, load_yaml, schema_node
 
 SAMPLERS = ("grid", "tpe", "random")
 PARAM_TYPES = ("categorical", "int", "float")
@@ -189,7 +190,7 @@ def _recipe(recipe: Any, path: str) -> dict[str, Any]:
     if not isinstance(recipe, str) or not file.is_file():
         raise _fail(path, f"recipe={recipe!r}: no such file {str(file)!r} (give a config file path relative to the "
                           "sweep file's folder)")
-    layer = OmegaConf.load(file)
+    layer = load_yaml(file, f"sweep {path}: recipe")
     if not isinstance(layer, DictConfig):
         raise _fail(path, f"recipe {str(file)!r} must hold a mapping of config keys")
     return _parse_base(OmegaConf.to_container(layer, resolve=True), f"{path} (recipe {recipe})")
@@ -256,7 +257,7 @@ def load_spec(path: str | Path, validate_backbones: bool = True) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep file '{path}' does not exist")
-    raw = OmegaConf.load(path)
+    raw = load_yaml(path, "sweep file")
     if not isinstance(raw, DictConfig):
         raise _fail(str(path), "must hold a mapping (name, base, space, sampler, seeds, objective, ...)")
     return parse_spec(OmegaConf.to_container(raw, resolve=True), str(path), validate_backbones)

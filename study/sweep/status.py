@@ -91,8 +91,12 @@ def print_status(name: str, url: str) -> int:
     skipped = sum(1 for r in rows if r["note"].startswith("skipped"))
     print("states: " + ", ".join(f"{s.name} {counts.get(s.name, 0)}" for s in TrialState)
           + (f" (of which {skipped} skipped duplicates)" if skipped else ""))
-    study_dir = Path(study.user_attrs.get("study_dir", ""))
-    table = rebuild_table(study_dir) if study.user_attrs.get("study_dir") and study_dir.is_dir() else None
+    table = None
+    if study.user_attrs.get("study_dir"):
+        try:
+            table = rebuild_table(Path(study.user_attrs["study_dir"]), study)
+        except Exception as e:  # noqa: BLE001 - the status table is shown whatever happens to the study table
+            print(f"could not rebuild the study table: {type(e).__name__}: {e}")
     if table:
         print(f"results table: {table}")
     if spec.get("sampler") == "grid":
@@ -100,4 +104,38 @@ def print_status(name: str, url: str) -> int:
         if missing:
             print(f"{missing} grid cell(s) without a COMPLETE trial: re-run `study sweep` to retry them")
             return 1
+    return 0
+
+
+def wandb_dirs(study: optuna.Study) -> list[Path]:
+    """The offline W&B run folders of COMPLETE trials: the results to upload (`| xargs wandb sync`).
+    Failed, interrupted, pruned and skipped attempts are left out."""
+    out = []
+    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
+        run_dir = Path(t.user_attrs.get("run_dir", ""))
+        if not t.user_attrs.get("run_dir") or not run_dir.is_dir():
+            continue
+        out += _run_wandb_dirs(run_dir)
+    return out
+
+
+def _run_wandb_dirs(run_dir: Path) -> list[Path]:
+    """The W&B run wandb.json points to (the run that finished), in this folder or under WANDB_DIR."""
+    import json
+
+    try:
+        pointer = json.loads((run_dir / "wandb.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if pointer.get("mode") != "offline" or not pointer.get("run_id"):
+        return []
+    found = sorted((run_dir / "wandb").glob(f"offline-run-*-{pointer['run_id']}"))
+    if not found and pointer.get("dir") and Path(pointer["dir"]).is_dir():
+        found = [Path(pointer["dir"])]
+    return found[-1:]
+
+
+def print_wandb_dirs(name: str, url: str) -> int:
+    for path in wandb_dirs(load_study(name, url)):
+        print(path)
     return 0

@@ -14,7 +14,9 @@ Storage URLs may hold passwords: everything printed or recorded goes through mas
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -30,16 +32,63 @@ def is_journal(url: str) -> bool:
 
 
 def mask_url(url: str) -> str:
-    """postgresql://user:secret@host/db -> postgresql://user:***@host/db (also ?password=...)."""
-    url = re.sub(r"(://[^/:@]+):[^@/]*@", r"\1:***@", url)
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db (also ?password=...).
+
+    SQLAlchemy's own parser finds the password (one holding '/' or '@', an empty user name); a URL it
+    cannot parse loses everything between '://' and the last '@'."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if "://" in url:
+        try:
+            url = make_url(url).render_as_string(hide_password=True)
+        except (ArgumentError, ValueError):
+            url = re.sub(r"://[^?#]*@", "://***@", url)
     return re.sub(r"(?i)((?:password|passwd|pwd)=)[^&;]*", r"\1***", url)
+
+
+def url_password(url: str) -> str | None:
+    """The password a storage URL holds (None if none), to keep it out of argv and records."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).password if "://" in url else None
+    except Exception:  # noqa: BLE001 - an unparseable URL is refused later, by check_url/open_storage
+        return None
+
+
+def _writable_dir(path: Path) -> bool:
+    """Whether `path` (a folder, made on demand) could be created and written: its nearest existing ancestor
+    must be a writable folder."""
+    path = path.expanduser().absolute()
+    while not path.exists():
+        if path.parent == path:
+            return False
+        path = path.parent
+    if not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
+        return False
+    try:  # root passes os.access everywhere: try for real (read-only mounts, /proc), leaving nothing behind
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".study-write-probe-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
 
 
 def check_url(url: str) -> None:
     from study.config import ConfigError
 
     if is_journal(url):
+        if Path(url).is_dir() or (Path(url).exists() and not os.access(url, os.W_OK)) \
+                or not _writable_dir(Path(url).parent):
+            raise ConfigError(f"--storage {url!r}: the journal file cannot be written there (not a writable "
+                              "file in a writable folder)")
         return
+    if url.startswith("sqlite:///"):
+        db = Path(url[len("sqlite:///"):].split("?", 1)[0])
+        if db.is_dir() or not _writable_dir(db.parent):
+            raise ConfigError(f"--storage {mask_url(url)!r}: the SQLite file cannot be written there")
     if "://" not in url:
         raise ConfigError(f"--storage {mask_url(url)!r}: give an RDB URL (sqlite:///file.db, "
                           "postgresql://user@host/db, mysql+pymysql://...) or a journal file ending in "
@@ -65,8 +114,13 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
 
     check_url(url)
     if is_journal(url):
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(url))
+        try:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(url))
+        except OSError as e:
+            from study.config import ConfigError
+
+            raise ConfigError(f"--storage {url!r}: cannot open the journal file ({e})") from None
     url = _driver(url)
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)

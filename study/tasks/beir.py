@@ -35,9 +35,21 @@ def check_folder(folder: Path, name: str) -> None:
         raise TaskUnavailable(f"task {name!r}: {str(folder)!r} is not a BEIR-format folder; missing {', '.join(missing)}")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path, required: tuple[str, ...] = ("_id", "text")) -> list[dict]:
+    rows = []
     with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TaskUnavailable(f"{path}:{n}: not a JSON object ({e.msg}): {line.strip()[:80]!r}") from None
+            missing = [k for k in required if not isinstance(row, dict) or k not in row]
+            if missing:
+                raise TaskUnavailable(f"{path}:{n}: missing field(s) {', '.join(missing)} in {line.strip()[:80]!r}")
+            rows.append(row)
+    return rows
 
 
 def read_beir(folder: Path) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]], dict[str, dict]]:
@@ -59,7 +71,11 @@ def read_beir(folder: Path) -> tuple[dict[str, str], dict[str, str], dict[str, d
                                   f"'query-id<TAB>corpus-id<TAB>score' (got {header!r})")
         for row in reader:
             if row:
-                qrels.setdefault(row[0], {})[row[1]] = int(float(row[2]))
+                try:
+                    qrels.setdefault(row[0], {})[row[1]] = int(float(row[2]))
+                except (IndexError, ValueError):
+                    raise TaskUnavailable(f"{folder / 'qrels' / 'test.tsv'}: line {reader.line_num} is not "
+                                          f"'query-id<TAB>corpus-id<TAB>score': {row!r}") from None
     return corpus, queries, qrels, meta
 
 
