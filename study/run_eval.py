@@ -101,7 +101,9 @@ def eval_dir_for(mode: str, cfg: DictConfig, run_dir: Path | None) -> Path:
     if mode == "bm25":
         return _new_dir(Path(cfg.output_dir), f"eval-bm25-{_stamp()}")
     backbone = Path(cfg.model.backbone).name
-    return _new_dir(Path(cfg.output_dir), f"eval-{backbone}-{cfg.model.attention}-{cfg.model.pooling}-{_stamp()}")
+    encoding = "" if cfg.model.encoding == "full" else f"{cfg.model.encoding}-"
+    return _new_dir(Path(cfg.output_dir),
+                    f"eval-{backbone}-{encoding}{cfg.model.attention}-{cfg.model.pooling}-{_stamp()}")
 
 
 def _source_run_id(run_dir: Path) -> str | None:
@@ -163,7 +165,7 @@ def run_eval(target: str | None, overrides: list[str], config_file: str | None =
 
         for task in tasks:
             rows += evaluate_bm25(task, cfg.eval.depth_buckets)
-        ablation = {"backbone": NAME, "attention": None, "pooling": None, "seed": cfg.seed}
+        ablation = {"backbone": NAME, "encoding": None, "attention": None, "pooling": None, "seed": cfg.seed}
         info = {"model": "bm25s", "k1": 1.5, "b": 0.75}
     else:
         from study.train import evaluate_embedder
@@ -172,7 +174,8 @@ def run_eval(target: str | None, overrides: list[str], config_file: str | None =
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         embedder.to(device)
         rows = evaluate_embedder(cfg, embedder, backbone, device, tasks, _embedding_cache(mode, run_dir, embedder, cfg))
-        ablation = {"backbone": cfg.model.backbone, "attention": cfg.model.attention, "pooling": cfg.model.pooling,
+        ablation = {"backbone": cfg.model.backbone, "encoding": cfg.model.encoding, "attention": cfg.model.attention,
+                    "pooling": cfg.model.pooling,
                     "seed": cfg.seed}
         info = dict(backbone.info)
     seconds = time.perf_counter() - t0

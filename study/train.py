@@ -38,7 +38,8 @@ class RunResult:
 def default_run_name(cfg: DictConfig) -> str:
     backbone = Path(cfg.model.backbone).name if "/" in cfg.model.backbone else cfg.model.backbone
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{backbone}-{cfg.model.attention}-{cfg.model.pooling}-s{cfg.seed}-{stamp}"
+    encoding = "" if cfg.model.encoding == "full" else f"{cfg.model.encoding}-"
+    return f"{backbone}-{encoding}{cfg.model.attention}-{cfg.model.pooling}-s{cfg.seed}-{stamp}"
 
 
 def prepare_run_dir(cfg: DictConfig, run_dir: Path | None = None) -> Path:
@@ -102,7 +103,9 @@ class PairCollator:
     def __call__(self, rows: list[dict]) -> dict:
         instructions = [(r.get("instruction") or "") if self.use_instructions else "" for r in rows]
         docs = [r["positive"] for r in rows] + [n for r in rows for n in (r.get("negatives") or [])[: self.k]]
-        return {"query": self.builder([r["query"] for r in rows], instructions), "docs": self.builder(docs)}
+        # Under model.encoding=chunked the documents come as chunks with their owners (mean-aggregated in
+        # study/model.py), queries never.
+        return {"query": self.builder([r["query"] for r in rows], instructions), "docs": self.builder.documents(docs)}
 
 
 def dataloaders(cfg: DictConfig, builder):
@@ -128,11 +131,11 @@ def dataloaders(cfg: DictConfig, builder):
 
 
 def eval_builder(cfg: DictConfig, backbone):
-    from study.inputs import InputBuilder
+    from study.inputs import builder_from_config
 
     limit = cfg.eval.max_length or backbone.max_positions or 1 << 20
-    return InputBuilder(backbone.tokenizer, min(limit, backbone.max_positions or limit), backbone.padding_side,
-                        cfg.model.append_eos, cfg.model.exclude_instruction)
+    return builder_from_config(backbone.tokenizer, min(limit, backbone.max_positions or limit), backbone.padding_side,
+                               cfg.model)
 
 
 def evaluate_embedder(cfg: DictConfig, embedder, backbone, device, tasks=None, cache=None) -> list[dict]:
@@ -164,7 +167,7 @@ def train_and_evaluate(
 
     from study.backbones import load_backbone
     from study.evaluate import summary as summarize
-    from study.inputs import InputBuilder
+    from study.inputs import builder_from_config
     from study.losses import InfoNCE
     from study.model import build_embedder
     from study.module import ContrastiveModule
@@ -181,8 +184,7 @@ def train_and_evaluate(
     embedder = build_embedder(backbone, cfg.model)
     log.info("backbone %s (%s, %s attention, %s params), pooling=%s", cfg.model.backbone,
              backbone.info["model_type"], cfg.model.attention, f"{backbone.info['params']:,}", cfg.model.pooling)
-    builder = InputBuilder(backbone.tokenizer, cfg.model.max_length, backbone.padding_side, cfg.model.append_eos,
-                           cfg.model.exclude_instruction)
+    builder = builder_from_config(backbone.tokenizer, cfg.model.max_length, backbone.padding_side, cfg.model)
     train_loader, val_loader = dataloaders(cfg, builder)
     module = ContrastiveModule(
         embedder,
@@ -236,8 +238,8 @@ def train_and_evaluate(
         identity = {
             "study": "", "trial": -1, "run_id": run_id, "run_name": run_name,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "backbone": cfg.model.backbone, "attention": cfg.model.attention, "pooling": cfg.model.pooling,
-            "seed": cfg.seed, **(identity or {}),
+            "backbone": cfg.model.backbone, "encoding": cfg.model.encoding, "attention": cfg.model.attention,
+            "pooling": cfg.model.pooling, "seed": cfg.seed, **(identity or {}),
         }
         table = make_table(rows, identity, extra_columns)
         scores = summarize(rows)
@@ -280,6 +282,7 @@ def save_model(cfg: DictConfig, embedder, backbone, out: Path) -> None:
         "pooling": cfg.model.pooling, "padding_side": backbone.padding_side, "append_eos": cfg.model.append_eos,
         "exclude_instruction": cfg.model.exclude_instruction, "max_length": cfg.model.max_length,
         "latent_attention": dict(cfg.model.latent_attention), "lora": cfg.model.lora.r > 0,
+        "encoding": cfg.model.encoding, "chunk": dict(cfg.model.chunk), "mask_tokens": cfg.model.mask_tokens,
     }
     (out / "embedder.json").write_text(json.dumps(spec, indent=2))
 
