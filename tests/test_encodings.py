@@ -372,3 +372,30 @@ def test_old_tables_read_as_full():
                                                               "metric": "mrr_at_10", "value": 0.9}])
     out = normalise(df)
     assert out.encoding.tolist()[0] == "full" and pd.isna(out.encoding.tolist()[1])
+
+
+def test_analysis_cells_keep_encodings_apart():
+    """echo-causal is never pooled with full-causal: the encoding is part of every cell's identity."""
+    import pandas as pd
+
+    from analysis import stats
+    from analysis.load import normalise
+    from analysis.text import describe_difference
+
+    rows = []
+    for encoding, gap in (("full", 0.0), ("echo", 0.5)):
+        for attention in ("bidirectional", "causal"):
+            for q in range(8):
+                value = 0.5 + (gap if attention == "causal" and encoding == "echo" else 0) + 0.01 * q
+                rows.append(dict(backbone="mini-qwen2", encoding=encoding, attention=attention, pooling="mean",
+                                 seed=0, task="needle", length=512, query_id=f"q{q}", metric="mrr_at_10",
+                                 value=min(value, 1.0)))
+    df = normalise(pd.DataFrame(rows))
+    assert stats.cell_keys(df) == ["backbone", "encoding", "pooling"]
+    assert stats.cell_keys(df, "task", attention=True) == ["backbone", "encoding", "attention", "pooling", "task"]
+    diffs = stats.paired_differences(df, stats.cell_keys(df), n_resamples=200, n_permutations=200)
+    by = dict(zip(diffs.encoding, diffs["diff"]))
+    assert by["full"] == pytest.approx(0.0) and by["echo"] < -0.4
+    assert "mini-qwen2 / echo / mean" in describe_difference(diffs[diffs.encoding == "echo"].iloc[0], "mrr_at_10")
+    scores, _ = stats.summary_table(df, n_resamples=200)
+    assert "encoding" in scores.index.names
