@@ -43,8 +43,12 @@ CELL = ["backbone", "encoding", "pooling"]
 
 
 def cell_keys(rows: pd.DataFrame, *extra: str, attention: bool = False) -> list[str]:
-    """CELL (the columns `rows` has), optionally with `attention` after the encoding, then `extra`."""
-    keys = [k for k in CELL if k in rows.columns]
+    """CELL (the columns `rows` has), optionally with `attention` after the encoding, then `extra`.
+
+    `encoding` is left out when the rows hold one encoding only: grouping by a constant changes no cell, and
+    a study of one encoding keeps its tables and figures as before (backbone x attention x pooling)."""
+    keys = [k for k in CELL if k in rows.columns
+            and (k != "encoding" or rows[k].astype("string").fillna("full").nunique() > 1)]
     if attention:
         keys.insert(len(keys) - 1 if "pooling" in keys else len(keys), "attention")
     return keys + list(extra)

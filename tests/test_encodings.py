@@ -398,4 +398,24 @@ def test_analysis_cells_keep_encodings_apart():
     assert by["full"] == pytest.approx(0.0) and by["echo"] < -0.4
     assert "mini-qwen2 / echo / mean" in describe_difference(diffs[diffs.encoding == "echo"].iloc[0], "mrr_at_10")
     scores, _ = stats.summary_table(df, n_resamples=200)
-    assert "encoding" in scores.index.names
+    assert list(scores.index.names) == ["backbone", "encoding", "attention", "pooling"]
+    one = df[df.encoding == "full"]  # a study of one encoding keeps the backbone x attention x pooling layout
+    assert stats.cell_keys(one) == ["backbone", "pooling"]
+
+
+def test_a_trained_run_can_be_read_chunked_at_evaluation(tmp_path, monkeypatch, capsys):
+    """How documents are read is not in the weights: `study eval runs/<run> model.encoding=chunked` works,
+    other model keys stay fixed."""
+    from run_helpers import make_run
+
+    from study.run_eval import run_eval
+
+    monkeypatch.setenv("STUDY_CACHE", str(tmp_path / "cache"))
+    run = make_run(tmp_path, "r", "model.backbone=tiny-qwen2", "wandb.mode=disabled")
+    common = ["tasks=[passkey]", "eval.lengths=[256]", "eval.num_queries=3", "eval.num_docs=4", "eval.max_length=128"]
+    result = run_eval(str(run), common + ["model.encoding=chunked", "model.chunk.length=64",
+                                          "model.chunk.aggregate=max"])
+    assert set(result.table.encoding.dropna()) == {"chunked"}
+    assert (result.table[result.table.query_id.notna()].encoded_length > 128).all()
+    assert main(["eval", str(run), "model.pooling=last_token", *common]) == 2
+    assert "cannot be changed" in capsys.readouterr().err
