@@ -419,3 +419,14 @@ def test_a_trained_run_can_be_read_chunked_at_evaluation(tmp_path, monkeypatch, 
     assert (result.table[result.table.query_id.notna()].encoded_length > 128).all()
     assert main(["eval", str(run), "model.pooling=last_token", *common]) == 2
     assert "cannot be changed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["model.encoding=echo"], "model.encoding='echo' cannot be expressed"),
+    (["model.pooling=mask_tokens"], "model.pooling='mask_tokens' cannot be expressed"),
+])
+def test_export_refuses_what_sentence_transformers_cannot_express(overrides, match):
+    from study.export import check_exportable
+
+    with pytest.raises(ConfigError, match=match):
+        check_exportable(load_config(overrides=overrides).model, "sentence-transformers")
