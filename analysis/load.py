@@ -47,6 +47,8 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
         if dtype == "int64":
             dtype = "Int64"  # tolerate missing trial/seed from foreign sources
         df[col] = df[col].astype(dtype)
+    # Tables written before model.encoding existed read every model the text once: encoding `full`.
+    df.loc[df.encoding.isna() & df.attention.notna(), "encoding"] = "full"
     for col in [c for c in df.columns if c not in COLUMNS]:
         df[col] = _maybe_numeric(df[col])
     extra = sorted(c for c in df.columns if c not in COLUMNS)
@@ -172,6 +174,7 @@ def fill_identity(df: pd.DataFrame, run) -> pd.DataFrame:
         "run_name": run.name,
         "created_at": str(getattr(run, "created_at", "") or ""),
         "backbone": config.get("model.backbone"),
+        "encoding": config.get("model.encoding") or ("full" if config.get("model.backbone") else None),
         "attention": config.get("model.attention"),
         "pooling": config.get("model.pooling"),
         "seed": config.get("seed"),
@@ -297,7 +300,8 @@ def has_per_query(df: pd.DataFrame) -> bool:
 
 
 # Swept config keys that the results table already holds as ablation columns.
-ABLATION_KEYS = {"model.backbone": "backbone", "model.attention": "attention", "model.pooling": "pooling"}
+ABLATION_KEYS = {"model.backbone": "backbone", "model.encoding": "encoding", "model.attention": "attention",
+                 "model.pooling": "pooling"}
 
 
 def parameter_columns(df: pd.DataFrame) -> list[str]:

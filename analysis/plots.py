@@ -1,6 +1,7 @@
 """Figures (matplotlib, headless): each function takes a computed table and returns a Figure.
 
-Conventions, the same in every figure: colour = pooling, line style = attention
+Conventions, the same in every figure: colour = pooling (encoding / pooling when a study varies
+model.encoding), line style = attention
 (solid bidirectional, dashed causal), scores in the metric's own 0..1 units,
 differences as bidirectional minus causal.
 """
@@ -27,6 +28,14 @@ def _colours(values) -> dict:
     return {v: cmap(i % 10) for i, v in enumerate(sorted(map(str, set(values))))}
 
 
+def _colour_key(cells: pd.DataFrame) -> pd.Series:
+    """What a line's colour stands for: the pooling, or 'encoding / pooling' when the encodings differ."""
+    pooling = cells.pooling.astype(str)
+    if "encoding" in cells and cells.encoding.astype(str).nunique() > 1:
+        return cells.encoding.astype(str) + " / " + pooling
+    return pooling
+
+
 def _grid(n_rows: int, n_cols: int, width: float = 4.2, height: float = 3.2):
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(width * n_cols, height * n_rows), squeeze=False)
     return fig, axes
@@ -51,17 +60,18 @@ def plot_score_vs_length(cells: pd.DataFrame, metric: str = "ndcg_at_1", chance:
     truncation ceiling of the panel's model, red dash-dot: the share of answers inside the encoded tokens).
     """
     tasks, backbones = sorted(cells.task.unique()), sorted(cells.backbone.unique())
-    colours = _colours(cells.pooling)
+    cells = cells.assign(_colour=_colour_key(cells))
+    colours = _colours(cells._colour)
     fig, axes = _grid(len(tasks), len(backbones))
     for (i, task), (j, backbone) in ((a, b) for a in enumerate(tasks) for b in enumerate(backbones)):
         ax = axes[i][j]
         panel = cells[(cells.task == task) & (cells.backbone == backbone)]
-        for (attention, pooling), g in panel.groupby(["attention", "pooling"]):
+        for (attention, colour), g in panel.groupby(["attention", "_colour"]):
             g = g.sort_values("length")
             x = g.length.astype(float)
-            ax.plot(x, g["mean"], LINESTYLE.get(attention, ":"), marker="o", color=colours[str(pooling)],
-                    label=f"{attention} / {pooling}")
-            ax.fill_between(x, g.ci_low, g.ci_high, color=colours[str(pooling)], alpha=0.15)
+            ax.plot(x, g["mean"], LINESTYLE.get(attention, ":"), marker="o", color=colours[str(colour)],
+                    label=f"{attention} / {colour}")
+            ax.fill_between(x, g.ci_low, g.ci_high, color=colours[str(colour)], alpha=0.15)
         _reference_line(ax, chance, task, "chance", ":", "grey", "chance")
         if references is not None:
             for ref in sorted(references.backbone.dropna().unique()):
@@ -112,26 +122,32 @@ def plot_depth_heatmaps(cells: pd.DataFrame, diffs: pd.DataFrame, task: str, met
     [backbone, pooling, task, length, depth_bucket]; '*' marks corrected-significant cells.
     """
     cells, diffs = cells[cells.task == task], diffs[diffs.task == task]
-    combos = sorted({(b, p) for b, p in zip(cells.backbone, cells.pooling)})
+    if "encoding" not in cells:
+        cells = cells.assign(encoding="full")
+    if "encoding" not in diffs:
+        diffs = diffs.assign(encoding="full")
+    combos = sorted({(b, str(e), p) for b, e, p in zip(cells.backbone, cells.encoding, cells.pooling)})
     fig, axes = _grid(len(combos), 3, width=4.4, height=3.0)
     lim = max(0.05, float(np.nanmax(np.abs(diffs["diff"])))) if len(diffs) else 1.0
-    for i, (backbone, pooling) in enumerate(combos):
+    for i, (backbone, encoding, pooling) in enumerate(combos):
+        name = f"{backbone} / {pooling}" if encoding == "full" else f"{backbone} / {encoding} / {pooling}"
+        same = lambda t: (t.backbone == backbone) & (t.pooling == pooling) & (t.encoding.astype(str) == encoding)  # noqa: E731
         for j, attention in enumerate(["bidirectional", "causal"]):
-            g = cells[(cells.backbone == backbone) & (cells.pooling == pooling) & (cells.attention == attention)]
+            g = cells[same(cells) & (cells.attention == attention)]
             ax = axes[i][j]
             if g.empty:
                 ax.set_axis_off()
                 continue
             _heatmap(ax, g.pivot(index="length", columns="depth_bucket", values="mean"), "viridis", 0, 1)
-            ax.set_title(f"{backbone} / {pooling}: {attention}", fontsize=9)
-        d = diffs[(diffs.backbone == backbone) & (diffs.pooling == pooling)]
+            ax.set_title(f"{name}: {attention}", fontsize=9)
+        d = diffs[same(diffs)]
         ax = axes[i][2]
         if d.empty:
             ax.set_axis_off()
             continue
         im = _heatmap(ax, d.pivot(index="length", columns="depth_bucket", values="diff"), "RdBu", -lim, lim,
                       d.pivot(index="length", columns="depth_bucket", values="significant"))
-        ax.set_title(f"{backbone} / {pooling}: bidirectional - causal", fontsize=9)
+        ax.set_title(f"{name}: bidirectional - causal", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(f"{task}: {metric} by document length and needle depth")
     fig.tight_layout()

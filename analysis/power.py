@@ -162,7 +162,7 @@ def pilot_report(study: str, runs_dir: str = "runs", metric: str = "mrr_at_10", 
     comp = cell_components(rows)
     groups = int(rows.groupby(["task", "length"], dropna=False).ngroups)
     queries = int(rows.groupby(["task", "length"], dropna=False).query_id.nunique().median())
-    cells = int(rows[["backbone", "attention", "pooling"]].drop_duplicates().shape[0])
+    cells = int(rows[[k for k in ("backbone", "encoding", "attention", "pooling") if k in rows]].drop_duplicates().shape[0])
     trials = [t for t in optuna.load_study(study_name=study, storage=f"sqlite:///{storage}").trials
               if t.state == optuna.trial.TrialState.COMPLETE] if storage else []
     facts = {"groups": groups, "pilot_queries_per_group": queries, "cells_per_seed": cells,

@@ -37,6 +37,28 @@ N_RESAMPLES = 2000
 N_PERMUTATIONS = 10000
 UNIT = ["task", "length", "query_id"]
 GROUP = ["task", "length"]
+# The identity of a comparison cell: what is held fixed while the attention direction varies. `encoding`
+# (model.encoding: full, echo, chunked) is part of it, so echo-causal is never pooled with full-causal.
+CELL = ["backbone", "encoding", "pooling"]
+
+
+def cell_keys(rows: pd.DataFrame, *extra: str, attention: bool = False) -> list[str]:
+    """CELL (the columns `rows` has), optionally with `attention` after the encoding, then `extra`.
+
+    `encoding` is left out when the rows hold one encoding only: grouping by a constant changes no cell, and
+    a study of one encoding keeps its tables and figures as before (backbone x attention x pooling)."""
+    keys = [k for k in CELL if k in rows.columns
+            and (k != "encoding" or rows[k].astype("string").fillna("full").nunique() > 1)]
+    if attention:
+        keys.insert(len(keys) - 1 if "pooling" in keys else len(keys), "attention")
+    return keys + list(extra)
+
+
+def cell_label(r) -> str:
+    """'backbone / pooling', with the encoding in between when it is not `full`."""
+    encoding = r.get("encoding") if hasattr(r, "get") else None
+    parts = [str(r["backbone"])] + ([str(encoding)] if isinstance(encoding, str) and encoding != "full" else [])
+    return " / ".join(parts + [str(r["pooling"])])
 
 
 def bootstrap_ci(values, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
@@ -262,13 +284,13 @@ def long_lengths(lengths) -> list[int]:
 
 
 def summary_table(rows: pd.DataFrame, scale: float = 100.0, **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The paper's table: rows backbone x attention x pooling, columns tasks (mean over lengths) + average.
+    """The paper's table: rows backbone x encoding x attention x pooling, columns tasks (mean over lengths) + average.
 
     Returns (scores, intervals): scores are numbers x `scale` (the paper's points);
     intervals are "[lo, hi]" strings of the same cells. The average gives each task
     (and within it each length) equal weight, as LongEmbed and the paper do.
     """
-    keys = ["backbone", "attention", "pooling"]
+    keys = cell_keys(rows, attention=True)
     per_task = cell_means(rows, keys + ["task"], **kw)
     overall = cell_means(rows, keys, **kw).assign(task="average")
     both = pd.concat([per_task, overall], ignore_index=True)

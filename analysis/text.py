@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.stats import cell_keys, cell_label
+
 # Paper, Figure 1: long-document (LongEmbed) average, AR + LLM2Vec 42 vs Dream (DiffEmbed) 62.
 PAPER_GAP = 0.20
 PAPER_CLAIM = ("The paper (Zhang et al., 2025) reports bidirectional (diffusion) embeddings about 20 nDCG points "
@@ -46,7 +48,7 @@ def _queries(s: dict) -> str:
 
 def describe_difference(r, metric: str) -> str:
     """One headline cell in words: difference, interval, p-values, verdict."""
-    cell = f"{r.backbone} / {r.pooling}"
+    cell = cell_label(r)
     core = (f"{cell}: bidirectional {100 * r.bidirectional:.1f} vs causal {100 * r.causal:.1f} {metric} points, "
             f"difference {points(r['diff'])} [95% CI {points(r.ci_low)}, {points(r.ci_high)}], "
             f"p = {r.p_value:.3g} (corrected {r.p_adjusted:.3g}; {_plural(r.n_seeds, 'seed')} x "
@@ -87,15 +89,31 @@ def verdict(headline: pd.DataFrame) -> str:
             f"the rest no significant difference.")
 
 
+def _same_cell(table: pd.DataFrame, cell: pd.Series) -> pd.Series:
+    """Rows of `table` in the same cell (backbone, encoding when both have it, pooling) as `cell`."""
+    key = (table.backbone == cell.backbone) & (table.pooling == cell.pooling)
+    if "encoding" in table and "encoding" in cell:
+        key &= table.encoding.astype(str) == str(cell.encoding)
+    return key
+
+
+def _detectable(detectable: dict, r) -> float | None:
+    """A cell's smallest detectable difference, keyed (backbone, encoding, pooling) or (backbone, pooling)."""
+    for key in ((r.backbone, r.get("encoding"), r.pooling), (r.backbone, r.pooling)):
+        if key in detectable:
+            return detectable[key]
+    return None
+
+
 def _where(cell: pd.Series, by_length: pd.DataFrame, by_depth: pd.DataFrame) -> str:
     """Where in the data a cell's difference arises: its significant lengths and depths, if any."""
-    key = (by_length.backbone == cell.backbone) & (by_length.pooling == cell.pooling)
+    key = _same_cell(by_length, cell)
     sig = by_length[key & by_length.significant]
     parts = []
     if len(sig):
         parts.append("at " + ", ".join(f"{r.task} {int(r.length)}" for _, r in sig.iterrows()))
     if by_depth is not None and len(by_depth):
-        d = by_depth[(by_depth.backbone == cell.backbone) & (by_depth.pooling == cell.pooling) & by_depth.significant]
+        d = by_depth[_same_cell(by_depth, cell) & by_depth.significant]
         if len(d):
             parts.append("with the answer at depth " + ", ".join(sorted(set(map(str, d.depth_bucket)))))
     return ("; the difference is significant " + " and ".join(parts)) if parts else \
@@ -111,7 +129,7 @@ def learning_sentence(rows: pd.DataFrame, metric: str = "ndcg_at_1", tasks=("pas
         return ""
     shortest = int(have.length.min())
     at = have[have.length == shortest]
-    cells = at.groupby(["backbone", "attention", "pooling", "task"]).value.mean().unstack("task")
+    cells = at.groupby(cell_keys(at, "task", attention=True)).value.mean().unstack("task")
     if cells.empty:
         return ""
     n = int(at.candidates.median()) if at.candidates.notna().any() else None
@@ -141,8 +159,8 @@ def answer_paragraph(primary: pd.DataFrame, by_length: pd.DataFrame, by_depth: p
     for _, r in primary.iterrows():
         verdict = ("bidirectional is better" if r.significant and r["diff"] > 0 else
                    "causal is better" if r.significant else "no significant difference")
-        mde = detectable.get((r.backbone, r.pooling))
-        cells.append(f"{r.backbone} / {r.pooling}: {points(r['diff'])} points [95% CI {points(r.ci_low)}, "
+        mde = _detectable(detectable, r)
+        cells.append(f"{cell_label(r)}: {points(r['diff'])} points [95% CI {points(r.ci_low)}, "
                      f"{points(r.ci_high)}], {verdict} (corrected p = {r.p_adjusted:.2g}, "
                      f"{_plural(int(r.n_seeds), 'seed')} x {int(r.n_queries)} queries"
                      + (f"; smallest detectable difference {100 * mde:.1f} points" if mde is not None else "")

@@ -46,20 +46,21 @@ kw = dict(n_resamples=n_resamples)
 rows, refs = references.split_references(evaluation_units(df, metric))
 rows2, _ = references.split_references(evaluation_units(df, second_metric))
 lengths = sorted(int(x) for x in rows.length.dropna().unique())
-# The primary contrast: bidirectional - causal per backbone and pooling, over every task and length.
-primary = stats.paired_differences(rows, ["backbone", "pooling"], correction=correction, **kw)
-by_length = stats.paired_differences(rows, ["backbone", "pooling", "task", "length"], correction=correction, **kw)
-by_depth = stats.paired_differences(rows[rows.depth_bucket.notna()], ["backbone", "pooling", "depth_bucket"],
+# The primary contrast: bidirectional - causal per cell (backbone, encoding, pooling), over every task and length.
+cell = stats.cell_keys(rows)
+primary = stats.paired_differences(rows, cell, correction=correction, **kw)
+by_length = stats.paired_differences(rows, cell + ["task", "length"], correction=correction, **kw)
+by_depth = stats.paired_differences(rows[rows.depth_bucket.notna()], cell + ["depth_bucket"],
                                     correction=correction, **kw)
-components = power.cell_components(rows)
-detectable = power.detectable_by_cell(components)
+components = power.cell_components(rows, tuple(cell))
+detectable = power.detectable_by_cell(components, tuple(cell))
 learned = learning_sentence(rows2, second_metric)
 answer = answer_paragraph(primary, by_length, by_depth, detectable, metric, lengths, learned)
 summary = summary_text(rows, primary, by_length, metric, correction, per_query, answer=answer)
 Path(output_dir).mkdir(parents=True, exist_ok=True)
 Path(output_dir, "summary.md").write_text(summary)
 save_table(primary, output_dir, "primary_contrast")
-save_table(components.assign(detectable=[detectable[(r.backbone, r.pooling)] for _, r in components.iterrows()]),
+save_table(components.assign(detectable=[detectable[tuple(r[k] for k in cell)] for _, r in components.iterrows()]),
            output_dir, "power")
 display(Markdown(summary))
 
@@ -75,7 +76,7 @@ chance = references.chance_by_length(rows, metric)
 ceilings = references.ceiling_by_length(rows)
 bm25 = references.reference_by_length(refs)
 for name, table in ((metric, rows), (second_metric, rows2)):
-    cells = stats.cell_means(table, ["backbone", "attention", "pooling", "task", "length"], **kw)
+    cells = stats.cell_means(table, stats.cell_keys(table, "task", "length", attention=True), **kw)
     save_table(cells, output_dir, f"score_by_length_{name}")
     _, table_refs = references.split_references(evaluation_units(df, name))
     show(plots.plot_score_vs_length(cells, name, references.chance_by_length(table, name), ceilings=ceilings,
@@ -91,7 +92,7 @@ for name, table in ((metric, rows), (second_metric, rows2)):
 # %%
 split = references.visibility_split(rows)
 if split.answer.nunique() > 1:
-    vis = stats.cell_means(split, ["backbone", "attention", "pooling", "task", "answer"], **kw)
+    vis = stats.cell_means(split, stats.cell_keys(split, "task", "answer", attention=True), **kw)
     save_table(vis, output_dir, "score_by_visibility")
     display(vis.round(3))
 else:
@@ -104,8 +105,8 @@ else:
 
 # %%
 if rows.depth_bucket.notna().any():
-    depth_keys = ["backbone", "pooling", "task", "length", "depth_bucket"]
-    depth_cells = stats.cell_means(rows, ["backbone", "attention", "pooling", "task", "length", "depth_bucket"], **kw)
+    depth_keys = cell + ["task", "length", "depth_bucket"]
+    depth_cells = stats.cell_means(rows, stats.cell_keys(rows, "task", "length", "depth_bucket", attention=True), **kw)
     depth_diffs = stats.paired_differences(rows, depth_keys, correction=correction, **kw)
     save_table(depth_diffs, output_dir, "paired_differences_by_depth")
     for task in sorted(depth_cells.task.unique()):
@@ -122,11 +123,11 @@ else:
 save_table(by_length, output_dir, "paired_differences")
 display(primary.round(4))
 display(by_length.round(4))
-show(plots.plot_forest(by_length, ["backbone", "pooling", "task", "length"], metric), output_dir, "paired_differences")
+show(plots.plot_forest(by_length, cell + ["task", "length"], metric), output_dir, "paired_differences")
 
 # %% [markdown]
 # ## Summary table (the paper's layout)
-# Rows backbone x attention x pooling; columns per task (mean over lengths) and their average, in points
+# Rows backbone x encoding x attention x pooling; columns per task (mean over lengths) and their average, in points
 # (x100); second table: 95% intervals.
 
 # %%

@@ -133,9 +133,8 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from study.sweep.status import print_status, print_wandb_dirs, status_url
-
     from study.sweep.dispatch import STORAGE_ENV
+    from study.sweep.status import print_status, print_wandb_dirs, status_url
 
     url = status_url(args.study, args.storage or os.environ.get(STORAGE_ENV))
     return print_wandb_dirs(args.study, url) if args.wandb_dirs else print_status(args.study, url)

@@ -20,7 +20,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 ATTENTIONS = ("bidirectional", "causal")
-POOLINGS = ("mean", "last_token", "first_token", "weighted_mean", "latent_attention")
+# Pooling modes (study/pooling.py implements them). mask_tokens reads K appended mask tokens (DiffRetriever):
+# bidirectional attention only, since under causal attention the appended tokens would see the text but the
+# text never sees them, which is last-token pooling with extra steps.
+POOLINGS = ("mean", "last_token", "first_token", "weighted_mean", "latent_attention", "mask_tokens")
+BIDIRECTIONAL_ONLY_POOLINGS = ("mask_tokens",)
+# How much of a document the model reads and how (study/inputs.py, study/encode.py; docs/encodings.md):
+# full = the text once (truncated); echo = the text twice, pooled over the second copy;
+# chunked = documents split into windows encoded as one batch and aggregated (queries are never chunked).
+ENCODINGS = ("full", "echo", "chunked")
+CHUNK_AGGREGATES = ("mean", "max")
 PADDING_SIDES = ("auto", "left", "right")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true")  # auto: study/precision.py
 STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
@@ -56,10 +65,26 @@ class LatentAttentionConfig:
 
 
 @dataclass
+class ChunkConfig:
+    # Window of document text tokens per chunk (special tokens and the document instruction come on top).
+    length: int = 512
+    # Tokens shared by consecutive chunks (0 = disjoint windows); must be < length.
+    overlap: int = 0
+    # mean: the mean of the unit-norm chunk embeddings, renormalised (one vector per document);
+    # max: a document scores as its best chunk (max-sim over chunks; evaluation only, training uses mean).
+    aggregate: str = choice("mean", CHUNK_AGGREGATES)
+
+
+@dataclass
 class ModelConfig:
     backbone: str = "tiny-qwen2"
     attention: str = choice("bidirectional", ATTENTIONS)
     pooling: str = choice("mean", POOLINGS)
+    # How a text is read: full | echo | chunked (see ENCODINGS above and docs/encodings.md).
+    encoding: str = choice("full", ENCODINGS)
+    chunk: ChunkConfig = field(default_factory=ChunkConfig)
+    # model.pooling=mask_tokens: how many mask tokens are appended and mean-pooled.
+    mask_tokens: int = 4
     # Leave the instruction prefix out of the pooled tokens (LLM2Vec/DiffEmbed option).
     exclude_instruction: bool = False
     # Use each task's query instruction ("Given a question, retrieve ...: ").
@@ -361,6 +386,7 @@ def validate(cfg: DictConfig, validate_backbone: bool = True) -> None:
     if cfg.trainer.strategy == "fsdp" and cfg.trainer.accelerator == "cpu":
         raise ConfigError("trainer.strategy='fsdp' needs GPUs (Lightning's FSDP refuses accelerator='cpu'); "
                           "on CPUs choose one of: auto, ddp")
+    _check_encoding(cfg)
     if cfg.model.pooling == "latent_attention" and cfg.model.latent_attention.num_latents < 1:
         raise ConfigError("model.latent_attention.num_latents must be >= 1")
     # Late imports keep `study --help` fast and avoid import cycles.
@@ -371,6 +397,25 @@ def validate(cfg: DictConfig, validate_backbone: bool = True) -> None:
         from study.backbones.registry import check_backbone_name
 
         check_backbone_name(cfg.model.backbone)
+
+
+def _check_encoding(cfg: DictConfig) -> None:
+    """model.encoding, model.chunk.* and model.pooling=mask_tokens (model.mask_tokens) agree."""
+    m = cfg.model
+    if m.pooling in BIDIRECTIONAL_ONLY_POOLINGS and m.attention != "bidirectional":
+        valid = ", ".join(p for p in POOLINGS if p not in BIDIRECTIONAL_ONLY_POOLINGS)
+        raise ConfigError(
+            f"model.pooling={m.pooling!r} is defined for model.attention='bidirectional' only (under "
+            f"model.attention={m.attention!r} the text never sees the appended mask tokens); use "
+            f"model.attention=bidirectional, or with causal attention choose model.pooling from: {valid}")
+    if m.pooling == "mask_tokens" and not 1 <= m.mask_tokens <= 64:
+        raise ConfigError(f"model.mask_tokens={m.mask_tokens!r} must be between 1 and 64")
+    if m.encoding == "chunked":
+        if m.chunk.length < 8:
+            raise ConfigError(f"model.chunk.length={m.chunk.length!r} must be >= 8 tokens")
+        if not 0 <= m.chunk.overlap < m.chunk.length:
+            raise ConfigError(f"model.chunk.overlap={m.chunk.overlap!r} must be >= 0 and < "
+                              f"model.chunk.length={m.chunk.length}")
 
 
 def to_container(cfg: DictConfig | ListConfig) -> Any:

@@ -7,7 +7,10 @@ An entry is keyed by everything that decides the vectors:
     max_length, dtype, attention kernel, ...), the backbone's own config and the torch and
     transformers versions;
   * the input builder: tokenizer vocabulary size, max_length, padding side, special tokens, whether the
-    instruction is pooled, and the instruction text itself;
+    instruction is pooled, the instruction text itself, and (when not the defaults) the encoding
+    (`echo`, `chunked` with its chunk settings) and the appended mask tokens -- also part of the model config,
+    so an echo and a full evaluation never share an entry even under one model key;
+  * what is stored: document vectors, or the chunk vectors of chunked documents (`kind`);
   * the precision of the forward pass;
   * the texts (a hash of their content, in order) -- so a changed task simply misses.
 
@@ -16,6 +19,7 @@ Entries are .npy files written atomically; a corrupt or half-written file is nev
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -96,7 +100,7 @@ def files_fingerprint(folder: Path, extra: str = "") -> str:
 
 
 def builder_key(builder) -> dict:
-    return {
+    key = {
         "vocab": len(builder.tokenizer),
         "tokenizer": type(builder.tokenizer).__name__,
         "max_length": builder.max_length,
@@ -105,6 +109,14 @@ def builder_key(builder) -> dict:
         "suffix": list(builder.suffix),
         "exclude_instruction": builder.exclude_instruction,
     }
+    # Only when not the defaults, so the entries of `full` evaluations made before these settings still hit.
+    if getattr(builder, "encoding", "full") != "full":
+        key["encoding"] = builder.encoding
+    if getattr(builder, "chunk", None) is not None:
+        key["chunk"] = dataclasses.asdict(builder.chunk)
+    if getattr(builder, "mask_tokens", 0):
+        key["mask_tokens"] = [builder.mask_tokens, builder.mask_id]
+    return key
 
 
 class EmbeddingCache:
@@ -115,9 +127,10 @@ class EmbeddingCache:
         self.hits = 0
         self.misses = 0
 
-    def key(self, builder, texts: list[str], instruction: str, precision: str) -> str:
+    def key(self, builder, texts: list[str], instruction: str, precision: str, kind: str = "") -> str:
+        extra = {"kind": kind} if kind else {}
         settings = json.dumps({**builder_key(builder), "instruction": instruction, "precision": precision,
-                               "version": VERSION}, sort_keys=True)
+                               "version": VERSION, **extra}, sort_keys=True)
         texts_hash = hashlib.blake2b(digest_size=16)
         for t in texts:
             texts_hash.update(t.encode())

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from ir_measures import RR, R, nDCG
 
-from study.encode import encode
+from study.encode import document_scores, encode, encode_documents
 from study.tasks.base import RetrievalTask
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,12 @@ def visibility(builder, split, instruction: str = "") -> dict[str, dict]:
 
     Per query: `encoded_length` (text tokens of the relevant document actually encoded),
     `answer_offset` (token offset of the answer's start, when the task records where the answer is)
-    and `answer_visible` (whether the whole answer lies inside the encoded tokens)."""
+    and `answer_visible` (whether the whole answer lies inside the encoded tokens).
+
+    Under model.encoding=echo the encoded text is one copy (half the room); under chunked every token of the
+    document is encoded (encoded_length = its whole length) and the answer is visible when it lies whole
+    inside one chunk (an answer cut by a chunk boundary is seen by no single chunk)."""
+    chunked = getattr(builder, "chunk", None) is not None
     room = builder.text_room(instruction)
     qids = [q for q in split.queries if _relevant(split, q) is not None]
     docs = [split.corpus[_relevant(split, q)] for q in qids]
@@ -59,11 +64,12 @@ def visibility(builder, split, instruction: str = "") -> dict[str, dict]:
     starts = dict(zip(spans, builder.tokenize([split.corpus[_relevant(split, q)][: s[0]] for q, s in spans.items()])))
     out = {}
     for q, n in zip(qids, lengths):
-        seen = min(n, room)
+        seen = n if chunked else min(n, room)
         row = {"encoded_length": seen, "answer_offset": None, "answer_visible": None}
         if q in spans:
             row["answer_offset"] = len(starts[q])
-            row["answer_visible"] = len(ends[q]) <= seen
+            row["answer_visible"] = (builder.answer_in_one_chunk(n, (len(starts[q]), len(ends[q])), instruction)
+                                     if chunked else len(ends[q]) <= seen)
         out[q] = row
     return out
 
@@ -84,9 +90,11 @@ def evaluate_task(embed, builder, task: RetrievalTask, batch_tokens: int, precis
         qids, dids = list(split.queries), list(split.corpus)
         q_emb = encode(embed, builder, [split.queries[q] for q in qids], instruction, batch_tokens, precision, device,
                        cache=cache)
-        d_emb = encode(embed, builder, [split.corpus[d] for d in dids], task.doc_instruction, batch_tokens,
-                       precision, device, cache=cache)
-        rows += split_rows(task.name, split, score_split(q_emb, d_emb, qids, dids, split.qrels), depth_buckets,
+        # Documents are chunked under model.encoding=chunked (queries never are); max aggregation scores max-sim.
+        d_emb = encode_documents(embed, builder, [split.corpus[d] for d in dids], task.doc_instruction,
+                                 batch_tokens, precision, device, cache=cache)
+        scores = document_scores(q_emb, d_emb)
+        rows += split_rows(task.name, split, score_matrix(scores, qids, dids, split.qrels), depth_buckets,
                            visibility(builder, split, task.doc_instruction))
         log.info("%s length=%s: %d queries x %d docs in %.1fs", task.name, split.length, len(qids), len(dids),
                  time.perf_counter() - t0)

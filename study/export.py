@@ -47,6 +47,14 @@ def check_exportable(mcfg, fmt: str) -> None:
     """Refuse formats and options the target cannot express, before any model is loaded."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is not supported; choose one of: {', '.join(FORMATS)}")
+    if getattr(mcfg, "encoding", "full") != "full":
+        raise ConfigError(
+            f"model.encoding={mcfg.encoding!r} cannot be expressed as a sentence-transformers model (it changes how "
+            "texts are laid out or split, outside the network); exportable encodings: full")
+    if mcfg.pooling == "mask_tokens":
+        raise ConfigError(
+            "model.pooling='mask_tokens' cannot be expressed as a sentence-transformers Pooling module (it appends "
+            f"tokens to every text); exportable poolings: {', '.join(ST_POOLING)}")
     if mcfg.pooling not in ST_POOLING:
         raise ConfigError(
             f"model.pooling={mcfg.pooling!r} cannot be expressed as a sentence-transformers Pooling module "

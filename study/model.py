@@ -16,7 +16,20 @@ class Embedder(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         hidden = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        return self.pooler(hidden, batch["pool_mask"])
+        pooled = self.pooler(hidden, batch["pool_mask"])
+        owner = batch.get("chunk_owner")
+        return pooled if owner is None else mean_of_chunks(pooled, owner)
+
+
+def mean_of_chunks(chunks: torch.Tensor, owner: torch.Tensor, num_docs: int | None = None) -> torch.Tensor:
+    """model.encoding=chunked, aggregate=mean: per document the mean of its unit-norm chunk embeddings,
+    renormalised ([chunks, D] + document index of each chunk -> [documents, D]); differentiable."""
+    import torch.nn.functional as F
+
+    num_docs = int(owner.max()) + 1 if num_docs is None else num_docs
+    unit = F.normalize(chunks.float(), dim=-1)
+    sums = torch.zeros(num_docs, unit.shape[1], dtype=unit.dtype, device=unit.device).index_add(0, owner.to(unit.device), unit)
+    return F.normalize(sums, dim=-1).to(chunks.dtype)
 
 
 def build_embedder(backbone, mcfg) -> Embedder:

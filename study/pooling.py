@@ -3,7 +3,18 @@
 Every mode reads positions from the mask, never from padding-side assumptions,
 so left and right padding give the same result (as sentence-transformers'
 Pooling does). The pool mask is the attention mask, minus the instruction
-tokens when `model.exclude_instruction` is set. All modes are vectorised.
+tokens when `model.exclude_instruction` is set, or only the second copy under
+`model.encoding=echo`. All modes are vectorised.
+
+Modes (the names of config.POOLINGS):
+    mean             mean of the pooled token states
+    last_token       the last pooled token (the appended EOS for decoders)
+    first_token      the first pooled token ([CLS] for encoders)
+    weighted_mean    SGPT's position-weighted mean
+    latent_attention NV-Embed's trainable latent attention, then mean
+    mask_tokens      mean of the final states of K mask tokens appended to the text (DiffRetriever);
+                     study/inputs.py appends them (model.mask_tokens=K) and marks only them in the pool
+                     mask; bidirectional attention only (config validation refuses causal)
 """
 
 from __future__ import annotations
@@ -66,7 +77,7 @@ class Pooler(nn.Module):
         self.latent = LatentAttention(hidden_size, num_latents, num_heads) if mode == "latent_attention" else None
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.mode == "mean":
+        if self.mode in ("mean", "mask_tokens"):
             return masked_mean(hidden, mask)
         if self.mode == "first_token":
             return _gather(hidden, _first_index(mask))

@@ -338,8 +338,8 @@ def run_probes(run: str | None, overrides: list[str]) -> ProbeResult:
     builder = eval_builder(cfg, backbone)
     rows = probe_embedder(embedder, builder, settings)
     identity = {"study": "", "trial": -1, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "backbone": cfg.model.backbone, "attention": cfg.model.attention, "pooling": cfg.model.pooling,
-                "seed": cfg.seed, **identity}
+                "backbone": cfg.model.backbone, "encoding": cfg.model.encoding, "attention": cfg.model.attention,
+                "pooling": cfg.model.pooling, "seed": cfg.seed, **identity}
     table = to_table(rows, identity)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / TABLE

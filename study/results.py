@@ -9,7 +9,7 @@ table is the union of its trials' tables.
 | study | sweep name ("" for single runs) |
 | trial | Optuna trial number (-1 if none) |
 | run_id, run_name, created_at | identity of the run (created_at: UTC ISO time) |
-| backbone, attention, pooling, seed | the ablation (config names model.backbone, model.attention, ...) |
+| backbone, encoding, attention, pooling, seed | the ablation (config names model.backbone, model.encoding, model.attention, ...; encoding: full, echo or chunked, docs/encodings.md) |
 | <dotted config key> | every swept parameter, as its own column (e.g. optim.lr) |
 | task | passkey, needle, ... (pretrain for pretraining curves) |
 | length | target document length in tokens (null if not applicable) |
@@ -19,9 +19,9 @@ table is the union of its trials' tables.
 | metric | ndcg_at_1, ndcg_at_10, mrr_at_10, recall_at_1, recall_at_10, ... |
 | value | the number |
 | candidates | per-query rows: documents the query was ranked against (chance nDCG@1 is 1/candidates) |
-| encoded_length | per-query rows: text tokens of the relevant document the model actually encoded (after truncation) |
+| encoded_length | per-query rows: text tokens of the relevant document the model actually encoded (after truncation; one copy under echo; the whole document under chunked) |
 | answer_offset | per-query rows: token offset of the answer in the relevant document (null if the task does not say) |
-| answer_visible | per-query rows: whether the whole answer lies inside the encoded tokens (null if unknown) |
+| answer_visible | per-query rows: whether the whole answer lies inside the encoded tokens (under chunked: inside one chunk; null if unknown) |
 
 Aggregate rows (query_id null) hold means: per (task, length, depth_bucket),
 per (task, length), and per task over lengths (length null: LongEmbed's average).
@@ -36,13 +36,13 @@ from pathlib import Path
 import pandas as pd
 
 IDENTITY = ["study", "trial", "run_id", "run_name", "created_at"]
-ABLATION = ["backbone", "attention", "pooling", "seed"]
+ABLATION = ["backbone", "encoding", "attention", "pooling", "seed"]
 MEASUREMENT = ["task", "length", "depth", "depth_bucket", "query_id", "metric", "value", "candidates",
                "encoded_length", "answer_offset", "answer_visible"]
 COLUMNS = IDENTITY + ABLATION + MEASUREMENT
 DTYPES = {
     "study": "string", "trial": "int64", "run_id": "string", "run_name": "string", "created_at": "string",
-    "backbone": "string", "attention": "string", "pooling": "string", "seed": "int64",
+    "backbone": "string", "encoding": "string", "attention": "string", "pooling": "string", "seed": "int64",
     "task": "string", "length": "Int64", "depth": "Float64", "depth_bucket": "string", "query_id": "string",
     "metric": "string", "value": "float64", "candidates": "Int64", "encoded_length": "Int64", "answer_offset": "Int64",
     "answer_visible": "boolean",

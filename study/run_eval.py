@@ -6,7 +6,7 @@
 
 `tasks=[...]` is short for `eval.tasks=[...]`; every `eval.*` and `wandb.*` key
 works too. A trained run's model keys come from its config.yaml (overriding
-them is refused). Each call writes a new folder and never touches existing
+them is refused, except how documents are read: `model.encoding`, `model.chunk.*`). Each call writes a new folder and never touches existing
 results: `runs/<run>/eval-<time>/` for a run, `<output_dir>/<run_name>/` (default
 `eval-<backbone>-<attention>-<pooling>-<time>`, or `eval-bm25-<time>`) otherwise,
 holding config.yaml, results.parquet (the results table) and a W&B run with
@@ -32,6 +32,9 @@ from study.config import ConfigError
 log = logging.getLogger(__name__)
 
 RUN_FIXED = ("model.", "data.", "loss.", "optim.", "trainer.", "seed", "save_model", "run_name")
+# How a trained model reads a document is not in its weights: a run trained on full documents can be
+# evaluated chunked (issue 11), so these model keys may be overridden on a run.
+READING = ("model.encoding", "model.chunk.")
 
 
 @dataclass
@@ -78,11 +81,13 @@ def resolve(target: str | None, overrides: list[str], config_file: str | None = 
                               "folder (runs/<run>), 'bm25', or model.backbone=... for an off-the-shelf model")
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"study eval {target!r}: {run_dir} has no config.yaml; is it a run folder?")
-        fixed = [o.split("=", 1)[0] for o in overrides if o.split("=", 1)[0].startswith(RUN_FIXED)]
+        fixed = [o.split("=", 1)[0] for o in overrides
+                 if o.split("=", 1)[0].startswith(RUN_FIXED) and not o.split("=", 1)[0].startswith(READING)]
         if fixed or config_file:
             what = f"--config {config_file}" if config_file else fixed[0]
             raise ConfigError(f"study eval {target}: {what} cannot be changed; a trained run's model and training "
-                              "keys come from its config.yaml (only eval.*, tasks, wandb.* and output_dir apply)")
+                              "keys come from its config.yaml (only eval.*, tasks, wandb.*, output_dir and how "
+                              "documents are read -- model.encoding, model.chunk.* -- apply)")
         cfg = load_config(run_dir / "config.yaml", overrides, validate_backbone=False)
         return "run", cfg, run_dir
     cfg = load_config(config_file, overrides)
@@ -101,7 +106,9 @@ def eval_dir_for(mode: str, cfg: DictConfig, run_dir: Path | None) -> Path:
     if mode == "bm25":
         return _new_dir(Path(cfg.output_dir), f"eval-bm25-{_stamp()}")
     backbone = Path(cfg.model.backbone).name
-    return _new_dir(Path(cfg.output_dir), f"eval-{backbone}-{cfg.model.attention}-{cfg.model.pooling}-{_stamp()}")
+    encoding = "" if cfg.model.encoding == "full" else f"{cfg.model.encoding}-"
+    return _new_dir(Path(cfg.output_dir),
+                    f"eval-{backbone}-{encoding}{cfg.model.attention}-{cfg.model.pooling}-{_stamp()}")
 
 
 def _source_run_id(run_dir: Path) -> str | None:
@@ -165,7 +172,7 @@ def run_eval(target: str | None, overrides: list[str], config_file: str | None =
 
         for task in tasks:
             rows += evaluate_bm25(task, cfg.eval.depth_buckets)
-        ablation = {"backbone": NAME, "attention": None, "pooling": None, "seed": cfg.seed}
+        ablation = {"backbone": NAME, "encoding": None, "attention": None, "pooling": None, "seed": cfg.seed}
         info = {"model": "bm25s", "k1": 1.5, "b": 0.75}
     else:
         from study.train import evaluate_embedder
@@ -173,7 +180,8 @@ def run_eval(target: str | None, overrides: list[str], config_file: str | None =
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         embedder.to(device)
         rows = evaluate_embedder(cfg, embedder, backbone, device, tasks, _embedding_cache(mode, run_dir, embedder, cfg))
-        ablation = {"backbone": cfg.model.backbone, "attention": cfg.model.attention, "pooling": cfg.model.pooling,
+        ablation = {"backbone": cfg.model.backbone, "encoding": cfg.model.encoding, "attention": cfg.model.attention,
+                    "pooling": cfg.model.pooling,
                     "seed": cfg.seed}
         info = dict(backbone.info)
     seconds = time.perf_counter() - t0

@@ -39,7 +39,8 @@ class RunResult:
 def default_run_name(cfg: DictConfig) -> str:
     backbone = Path(cfg.model.backbone).name if "/" in cfg.model.backbone else cfg.model.backbone
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{backbone}-{cfg.model.attention}-{cfg.model.pooling}-s{cfg.seed}-{stamp}"
+    encoding = "" if cfg.model.encoding == "full" else f"{cfg.model.encoding}-"
+    return f"{backbone}-{encoding}{cfg.model.attention}-{cfg.model.pooling}-s{cfg.seed}-{stamp}"
 
 
 def plan_run_dir(cfg: DictConfig, run_dir: Path | None = None) -> Path:
@@ -115,7 +116,9 @@ class PairCollator:
     def __call__(self, rows: list[dict]) -> dict:
         instructions = [(r.get("instruction") or "") if self.use_instructions else "" for r in rows]
         docs = [r["positive"] for r in rows] + [n for r in rows for n in (r.get("negatives") or [])[: self.k]]
-        return {"query": self.builder([r["query"] for r in rows], instructions), "docs": self.builder(docs)}
+        # Under model.encoding=chunked the documents come as chunks with their owners (mean-aggregated in
+        # study/model.py), queries never.
+        return {"query": self.builder([r["query"] for r in rows], instructions), "docs": self.builder.documents(docs)}
 
 
 def dataloaders(cfg: DictConfig, builder):
@@ -145,11 +148,11 @@ def dataloaders(cfg: DictConfig, builder):
 
 
 def eval_builder(cfg: DictConfig, backbone):
-    from study.inputs import InputBuilder
+    from study.inputs import builder_from_config
 
     limit = cfg.eval.max_length or backbone.max_positions or 1 << 20
-    return InputBuilder(backbone.tokenizer, min(limit, backbone.max_positions or limit), backbone.padding_side,
-                        cfg.model.append_eos, cfg.model.exclude_instruction)
+    return builder_from_config(backbone.tokenizer, min(limit, backbone.max_positions or limit), backbone.padding_side,
+                               cfg.model)
 
 
 def warn_truncation(cfg: DictConfig, backbone) -> None:
@@ -201,7 +204,7 @@ def train_and_evaluate(
 
     from study.backbones import load_backbone
     from study.evaluate import summary as summarize
-    from study.inputs import InputBuilder
+    from study.inputs import builder_from_config
     from study.losses import InfoNCE
     from study.model import build_embedder
     from study.module import ContrastiveModule
@@ -216,8 +219,7 @@ def train_and_evaluate(
     tasks = build_tasks(cfg) if is_side_effect_process() else None
     backbone = load_backbone(cfg.model, seed=cfg.seed)  # verifies the attention direction
     embedder = build_embedder(backbone, cfg.model)
-    builder = InputBuilder(backbone.tokenizer, cfg.model.max_length, backbone.padding_side, cfg.model.append_eos,
-                           cfg.model.exclude_instruction)
+    builder = builder_from_config(backbone.tokenizer, cfg.model.max_length, backbone.padding_side, cfg.model)
     train_loader, val_loader = dataloaders(cfg, builder)
     run_dir = prepare_outputs(cfg, run_dir)
     run_name = cfg.run_name or run_dir.name
@@ -274,8 +276,8 @@ def train_and_evaluate(
             identity = {
                 "study": "", "trial": -1, "run_id": run_id, "run_name": run_name,
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "backbone": cfg.model.backbone, "attention": cfg.model.attention, "pooling": cfg.model.pooling,
-                "seed": cfg.seed, **(identity or {}),
+                "backbone": cfg.model.backbone, "encoding": cfg.model.encoding, "attention": cfg.model.attention,
+                "pooling": cfg.model.pooling, "seed": cfg.seed, **(identity or {}),
             }
             table = make_table(rows, identity, extra_columns)
             scores = summarize(rows)
@@ -321,6 +323,7 @@ def save_model(cfg: DictConfig, embedder, backbone, out: Path) -> None:
         "pooling": cfg.model.pooling, "padding_side": backbone.padding_side, "append_eos": cfg.model.append_eos,
         "exclude_instruction": cfg.model.exclude_instruction, "max_length": cfg.model.max_length,
         "latent_attention": dict(cfg.model.latent_attention), "lora": cfg.model.lora.r > 0,
+        "encoding": cfg.model.encoding, "chunk": dict(cfg.model.chunk), "mask_tokens": cfg.model.mask_tokens,
     }
     (out / "embedder.json").write_text(json.dumps(spec, indent=2))
 

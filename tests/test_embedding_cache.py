@@ -86,6 +86,8 @@ MODEL_SETTINGS = [  # every model setting that changes a vector must change the 
     ("attention", "causal"), ("pooling", "last_token"), ("max_length", 64), ("exclude_instruction", True),
     ("append_eos", False), ("padding_side", "left"), ("dtype", "float32"), ("attn_implementation", "eager"),
     ("latent_attention.num_latents", 7), ("lora.r", 4),
+    ("encoding", "echo"), ("encoding", "chunked"), ("chunk.length", 64), ("chunk.aggregate", "max"),
+    ("pooling", "mask_tokens"), ("mask_tokens", 2),
 ]
 
 
