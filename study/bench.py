@@ -49,13 +49,21 @@ BACKBONE_SHAPES = [(4096, 128, 128), (4096, 128, 512), (4096, 512, 128), (4096, 
 
 # ---------------------------------------------------------------- helpers
 
+# The clock of every timing: wall time, or (STUDY_BENCH_CLOCK=cpu, `study bench --clock cpu`) this process's
+# CPU time, which a single-threaded run on a shared machine measures without the other jobs' time slices.
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _now() -> float:
+    return CLOCKS[os.environ.get("STUDY_BENCH_CLOCK", "wall")]()
+
 
 def _best(fn, repeats: int) -> float:
     times = []
     for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
+        t0 = _now()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(_now() - t0)
     return min(times)
 
 
@@ -199,11 +207,11 @@ def _step_timer(warmup: int):
             self.times, self._t0 = [], 0.0
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            self._t0 = time.perf_counter()
+            self._t0 = _now()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if batch_idx >= warmup:
-                self.times.append(time.perf_counter() - self._t0)
+                self.times.append(_now() - self._t0)
 
     return StepTimer()
 
@@ -215,18 +223,18 @@ def _plain_steps(module, batches: list[dict], warmup: int, precision: str, clip:
     module.train()
     phases = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     for i, batch in enumerate(batches):
-        t0 = time.perf_counter()
+        t0 = _now()
         with autocast(torch.device("cpu"), precision):
             loss, _, _ = module._step(batch)
-        t1 = time.perf_counter()
+        t1 = _now()
         loss.backward()
-        t2 = time.perf_counter()
+        t2 = _now()
         if clip:
             torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        t3 = time.perf_counter()
+        t3 = _now()
         if i >= warmup:
             phases["forward"] += t1 - t0
             phases["backward"] += t2 - t1
@@ -267,9 +275,9 @@ def bench_training(cfg=None, steps: int = 12, warmup: int = 2, repeats: int = 2)
                            cfg.model.exclude_instruction)
     loader, _ = dataloaders(cfg, builder)
     it = iter(loader)
-    t0 = time.perf_counter()
+    t0 = _now()
     batches = [next(it) for _ in range(warmup + steps)]
-    data_per_step = (time.perf_counter() - t0) / len(batches)
+    data_per_step = (_now() - t0) / len(batches)
     timed = batches[warmup:]
     real = sum(int(b[k]["attention_mask"].sum()) for b in timed for k in ("query", "docs"))
     padded = sum(b[k]["attention_mask"].numel() for b in timed for k in ("query", "docs"))
@@ -369,9 +377,9 @@ def bench_eval_task(length: int = 1024, num: int = 30, backbone: str = "mini-qwe
     cfg.eval.lengths, cfg.eval.num_queries, cfg.eval.num_docs = [length], num, num
     built = build_task(task, cfg.eval)
     evaluate_task(embedder, builder, build_task(task, cfg.eval), cfg.eval.batch_tokens, cfg.eval.precision, "cpu")
-    t0 = time.perf_counter()
+    t0 = _now()
     evaluate_task(embedder, builder, built, cfg.eval.batch_tokens, cfg.eval.precision, "cpu")
-    seconds = time.perf_counter() - t0
+    seconds = _now() - t0
     doc_tokens = query_tokens = 0
     for split in built.splits:
         doc_tokens += sum(len(builder.sequence(ids)[0]) for ids in builder.tokenize(list(split.corpus.values())))
@@ -475,16 +483,16 @@ def bench_overheads(cfg=None, repeats: int = 3) -> dict:
     from study.train import dataloaders
 
     cfg = cfg if cfg is not None else trial_config()
-    t0 = time.perf_counter()
+    t0 = _now()
     backbone = load_backbone(cfg.model, seed=cfg.seed)
-    t1 = time.perf_counter()
+    t1 = _now()
     load_pairs(cfg.data)
-    t2 = time.perf_counter()
+    t2 = _now()
     builder = InputBuilder(backbone.tokenizer, cfg.model.max_length, backbone.padding_side, cfg.model.append_eos,
                            cfg.model.exclude_instruction)
     loader, _ = dataloaders(cfg, builder)
     next(iter(loader))
-    t3 = time.perf_counter()
+    t3 = _now()
     return {"help_seconds": help_s, "backbone_seconds": t1 - t0, "pairs_seconds": t2 - t1,
             "loader_first_batch_seconds": t3 - t2, "setup_seconds": t3 - t0}
 
@@ -534,9 +542,9 @@ def _long_one(length: int, num_queries: int, num_docs: int, backbone: str) -> di
                 w = len(builder.sequence(ids)[0])
                 doc_tokens += w
                 flops += forward_flops(embedder, 1, w)
-        t0 = time.perf_counter()
+        t0 = _now()
         evaluate_task(embedder, builder, task, cfg.eval.batch_tokens, cfg.eval.precision, "cpu")
-        seconds[task.name] = time.perf_counter() - t0
+        seconds[task.name] = _now() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"length": length, "seconds": sum(seconds.values()), "tokens": doc_tokens, "flops": flops,
             "tokens_per_s": doc_tokens / sum(seconds.values()), "gflops": flops / sum(seconds.values()) / 1e9,
@@ -551,12 +559,12 @@ def bench_long(lengths=LONG_LENGTHS, num_queries: int = 8, num_docs: int = 8, ba
     from concurrent.futures import ProcessPoolExecutor
 
     rows = []
-    t0 = time.perf_counter()
+    t0 = _now()
     for length in lengths:
         _progress(f"  long suite: {length} tokens")
         with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
             rows.append(pool.submit(_long_one, length, num_queries, num_docs, backbone).result())
-    wall = time.perf_counter() - t0
+    wall = _now() - t0
     # The full-size suite's FLOPs scale with the documents encoded: a bound from the measured rows.
     scale = full_docs / num_docs
     full_flops = sum(r["flops"] for r in rows) * scale
@@ -582,6 +590,7 @@ def run(long: bool = False, docs: int = 128, steps: int = 12, repeats: int = 2, 
     out: dict = {
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
+        "clock": os.environ.get("STUDY_BENCH_CLOCK", "wall"),
         "note": "timings are the best of alternating rounds; the CPU may be shared with other jobs "
                 "(see machine.loadavg): re-measure on an idle machine",
     }
@@ -646,7 +655,8 @@ def trial_estimate(cfg, training: dict, encode_rows: list[dict]) -> dict:
 def format_report(r: dict) -> str:
     m = r["machine"]
     flags = " ".join(f for f, on in m["flags"].items() if on) or "none of " + " ".join(FLAGS)
-    lines = [f"machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']} "
+    lines = [f"clock: {r.get('clock', 'wall')} time" + (" (process CPU time: tokens per CPU-second)" if r.get("clock") == "cpu" else ""),
+             f"machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']} "
              f"({m['blas']}, oneDNN {'on' if m['onednn'] else 'off'})",
              f"  flags: {flags}; native bf16: {'yes' if m['native_bf16'] else 'no'} -> precision=auto is "
              f"{m['precision_auto']}",

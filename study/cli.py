@@ -306,6 +306,7 @@ def cmd_bench(args) -> int:
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("study").setLevel(logging.WARNING)
+    os.environ["STUDY_BENCH_CLOCK"] = args.clock
     if args.threads:
         import torch
 
@@ -350,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", default=str(Path(__file__).resolve().parents[1] / "sweeps" / "attention_pooling.yaml"),
                    help="sweep file whose trial the training rows run (default sweeps/attention_pooling.yaml)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall time (default), or this process's CPU time: with --threads 1 a shared machine's other "
+                        "jobs then cost nothing (with more threads it adds the threads' times)")
     p.add_argument("--long-lengths", type=int, nargs="+", help="long-suite lengths (default 256 .. 32768)")
     p.add_argument("--long-queries", type=int, help="long-suite queries per length and task (default 8)")
     p.add_argument("--long-docs", type=int, help="long-suite candidates per length and task (default 8)")

@@ -85,6 +85,10 @@ def optimizer_factory(ocfg, max_steps: int):
     def make(params):
         params = list(params)
         optimizer = torch.optim.AdamW(params, lr=ocfg.lr, weight_decay=ocfg.weight_decay, fused=_fused_ok(params))
+        # A fused AdamW says it unscales gradients itself, and Lightning's mixed-precision plugin then refuses
+        # gradient clipping. bf16 has no scaler; under fp16 the GradScaler then unscales before clipping, the
+        # usual path. Either way clipping is right, so the step takes no part in scaling.
+        optimizer._step_supports_amp_scaling = False
         scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=ocfg.warmup_steps,
                                   num_training_steps=max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
