@@ -585,7 +585,7 @@ def bench_long(lengths=LONG_LENGTHS, num_queries: int = 8, num_docs: int = 8, ba
 
 def run(long: bool = False, docs: int = 128, steps: int = 12, repeats: int = 2, lengths=ENCODE_LENGTHS,
         backbone: str = "mini-qwen2", long_lengths=LONG_LENGTHS, long_queries: int = 8, long_docs: int = 8,
-        sweep: str | Path = DEFAULT_SWEEP, skip: tuple = ()) -> dict:
+        sweep: str | Path = DEFAULT_SWEEP, skip: tuple = (), trial_overrides: list[str] | tuple = ()) -> dict:
     """Every measurement; `skip` names sections to leave out (training, encode, st, overheads)."""
     out: dict = {
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -597,7 +597,8 @@ def run(long: bool = False, docs: int = 128, steps: int = 12, repeats: int = 2, 
     _progress("(0) matmul peak")
     out["matmul"] = matmul_peaks(repeats=max(3, repeats + 1))
     peaks = out["matmul"]["peak"]
-    cfg = trial_config(sweep)
+    cfg = trial_config(sweep, trial_overrides)
+    out["trial_overrides"] = list(trial_overrides)
     if "training" not in skip:
         _progress(f"(1) training: the trial of {Path(sweep).name}, Lightning vs plain PyTorch")
         t = bench_training(cfg, steps=steps, repeats=repeats)

@@ -318,6 +318,7 @@ def cmd_bench(args) -> int:
                    long_lengths=args.long_lengths, long_queries=args.long_queries, long_docs=args.long_docs)
     options = {k: v for k, v in options.items() if v is not None}
     result = bench.run(long=args.long, backbone=args.backbone, sweep=args.sweep, skip=tuple(args.skip),
+                       trial_overrides=args.overrides,
                        **{**quick, **options})
     print(bench.format_report(result))
     print(f"\nsaved {bench.save(result, args.out)}")
@@ -360,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", nargs="*", default=[], choices=["training", "encode", "st", "overheads"],
                    help="sections to leave out")
     p.add_argument("--out", default="bench_results", help="folder for the JSON results (default bench_results)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="overrides of the training trial's config, e.g. trainer.precision=32-true")
     sub.add_parser("backbones", help="list registered backbones")
     sub.add_parser("tasks", help="list evaluation tasks")
     p = sub.add_parser("eval", help="score a trained run, an off-the-shelf model or BM25 on evaluation tasks")
