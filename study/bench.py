@@ -78,7 +78,7 @@ def _dtype_name(precision: str) -> str:
 
 
 def share(gflops: float, peaks: dict, precision: str) -> float:
-    """Share of the measured 2048^3 matmul peak of the dtype `precision` computes in."""
+    """Share of the measured matmul peak (best shape) of the dtype `precision` computes in."""
     peak = peaks.get(_dtype_name(precision)) or peaks.get("fp32")
     return gflops / peak if peak else float("nan")
 
@@ -134,7 +134,8 @@ def matmul_peaks(repeats: int = 5, size: int = 2048, shapes=BACKBONE_SHAPES) -> 
         for m, k, n in [(size, size, size), *shapes]:
             rows.append({"dtype": name, "shape": f"[{m}x{k}]@[{k}x{n}]", "m": m, "k": k, "n": n,
                          "gflops": matmul_gflops(m, k, n, dtype, repeats)})
-    peak = {r["dtype"]: r["gflops"] for r in rows if r["m"] == size and r["k"] == size}
+    # The practical peak of a dtype: the best of every shape measured (AMX bf16 can beat 2048^3 on smaller ones).
+    peak = {d: max(r["gflops"] for r in rows if r["dtype"] == d) for d in dtypes}
     for r in rows:
         r["share_of_peak"] = r["gflops"] / peak[r["dtype"]]
     return {"peak": peak, "size": size, "shapes": rows}
@@ -467,34 +468,72 @@ def _precision_words(precision: str) -> str:
 # ---------------------------------------------------------------- (4) overheads
 
 
-def bench_overheads(cfg=None, repeats: int = 3) -> dict:
-    """`study --help` in a fresh interpreter, and a trial's set-up: backbone + tokenizer, pairs, first batch."""
-    import subprocess
-    import sys
+def _child_seconds(fn) -> float:
+    """Seconds a subprocess-running `fn` takes: wall time, or its children's CPU time under the cpu clock."""
+    import resource
 
-    cmd = [sys.executable, "-c", "import sys; from study.cli import main; sys.exit(main())", "--help"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
-                                                                    os.environ.get("PYTHONPATH")]))}
-    help_s = _best(lambda: subprocess.run(cmd, capture_output=True, check=True, env=env), repeats)
+    if os.environ.get("STUDY_BENCH_CLOCK", "wall") != "cpu":
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    fn()
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
+
+def _setup_times(sweep: str, overrides: list[str], cache: str | None) -> dict:
+    """A trial's set-up in a fresh process (nothing imported or loaded yet); `cache`: another STUDY_CACHE."""
+    if cache:
+        os.environ["STUDY_CACHE"] = cache
+    t0 = _now()
     from study.backbones import load_backbone
     from study.data.pairs import load_pairs
     from study.inputs import InputBuilder
     from study.train import dataloaders
 
-    cfg = cfg if cfg is not None else trial_config()
-    t0 = _now()
-    backbone = load_backbone(cfg.model, seed=cfg.seed)
+    cfg = trial_config(sweep, overrides)
     t1 = _now()
-    load_pairs(cfg.data)
+    backbone = load_backbone(cfg.model, seed=cfg.seed)
     t2 = _now()
+    load_pairs(cfg.data)
+    t3 = _now()
     builder = InputBuilder(backbone.tokenizer, cfg.model.max_length, backbone.padding_side, cfg.model.append_eos,
                            cfg.model.exclude_instruction)
     loader, _ = dataloaders(cfg, builder)
     next(iter(loader))
-    t3 = _now()
-    return {"help_seconds": help_s, "backbone_seconds": t1 - t0, "pairs_seconds": t2 - t1,
-            "loader_first_batch_seconds": t3 - t2, "setup_seconds": t3 - t0}
+    t4 = _now()
+    return {"imports_seconds": t1 - t0, "backbone_seconds": t2 - t1, "pairs_seconds": t3 - t2,
+            "loader_first_batch_seconds": t4 - t3, "setup_seconds": t4 - t0}
+
+
+def bench_overheads(sweep: str | Path = DEFAULT_SWEEP, overrides: list[str] | tuple = (), repeats: int = 3,
+                    cold: bool = True) -> dict:
+    """`study --help` in a fresh interpreter, and a trial's set-up in a fresh process: warm (the caches of
+    tokenizer and training pairs filled, every trial after the first) and cold (an empty cache: a fresh clone)."""
+    import multiprocessing as mp
+    import subprocess
+    import sys
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor
+
+    cmd = [sys.executable, "-c", "import sys; from study.cli import main; sys.exit(main())", "--help"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                                    os.environ.get("PYTHONPATH")]))}
+    help_s = min(_child_seconds(lambda: subprocess.run(cmd, capture_output=True, check=True, env=env))
+                 for _ in range(max(1, repeats)))
+
+    def fresh(cache):
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            return pool.submit(_setup_times, str(sweep), list(overrides), cache).result()
+
+    out = {"help_seconds": help_s}
+    if cold:
+        with tempfile.TemporaryDirectory(prefix="study-bench-cache-") as tmp:
+            out["cold"] = fresh(tmp)
+    fresh(None)  # fills the cache when it was empty
+    out["warm"] = fresh(None)
+    return out
 
 
 # ---------------------------------------------------------------- (5) long documents
@@ -521,6 +560,33 @@ def _rss_now_mb() -> float:
         return float("nan")
 
 
+class _RssSampler:
+    """Peak resident memory of this process while the context runs, sampled every few milliseconds from /proc
+    (ru_maxrss cannot tell: its high-water mark is usually set while importing and loading)."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval, self.peak_mb, self._stop = interval, 0.0, None
+
+    def __enter__(self):
+        import threading
+
+        self.start_mb = self.peak_mb = _rss_now_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.peak_mb = max(self.peak_mb, _rss_now_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, _rss_now_mb())
+        return False
+
+
 def _long_one(length: int, num_queries: int, num_docs: int, backbone: str) -> dict:
     """One length in a fresh process: evaluate passkey and needle; time, peak RSS above the loaded model."""
     import resource
@@ -533,8 +599,6 @@ def _long_one(length: int, num_queries: int, num_docs: int, backbone: str) -> di
     cfg.eval.lengths, cfg.eval.num_queries, cfg.eval.num_docs = [length], num_queries, num_docs
     tasks = [build_task(name, cfg.eval) for name in ("passkey", "needle")]
     kernel = attention_kernel(embedder, builder)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    rss_loaded = _rss_now_mb()
     doc_tokens, flops, seconds = 0, 0.0, {}
     for task in tasks:
         for split in task.splits:
@@ -542,13 +606,16 @@ def _long_one(length: int, num_queries: int, num_docs: int, backbone: str) -> di
                 w = len(builder.sequence(ids)[0])
                 doc_tokens += w
                 flops += forward_flops(embedder, 1, w)
-        t0 = _now()
-        evaluate_task(embedder, builder, task, cfg.eval.batch_tokens, cfg.eval.precision, "cpu")
-        seconds[task.name] = _now() - t0
+    with _RssSampler() as rss:  # no warm-up: its freed buffers could hide the encoding's peak
+        for task in tasks:
+            t0 = _now()
+            evaluate_task(embedder, builder, task, cfg.eval.batch_tokens, cfg.eval.precision, "cpu")
+            seconds[task.name] = _now() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"length": length, "seconds": sum(seconds.values()), "tokens": doc_tokens, "flops": flops,
             "tokens_per_s": doc_tokens / sum(seconds.values()), "gflops": flops / sum(seconds.values()) / 1e9,
-            "peak_rss_mb": peak, "loaded_rss_mb": max(base, rss_loaded), "extra_rss_mb": max(0.0, peak - max(base, rss_loaded)),
+            "peak_rss_mb": rss.peak_mb, "loaded_rss_mb": rss.start_mb, "extra_rss_mb": rss.peak_mb - rss.start_mb,
+            "process_max_rss_mb": peak,
             "kernel": kernel, "batch_tokens": cfg.eval.batch_tokens, "precision": resolve_precision(cfg.eval.precision)}
 
 
@@ -621,7 +688,7 @@ def run(long: bool = False, docs: int = 128, steps: int = 12, repeats: int = 2, 
         v["st_share_of_peak"] = share(v["st_gflops"], peaks, "32-true")
     if "overheads" not in skip:
         _progress("(4) overheads")
-        out["overheads"] = bench_overheads(cfg)
+        out["overheads"] = bench_overheads(sweep, trial_overrides)
     if long:
         _progress(f"(5) passkey+needle at {long_lengths[0]}..{long_lengths[-1]} tokens")
         out["long_suite"] = bench_long(long_lengths, long_queries, long_docs, backbone, peaks=peaks)
@@ -666,11 +733,10 @@ def format_report(r: dict) -> str:
     mm = r["matmul"]
     peak = mm["peak"]
     lines += ["", f"(0) matmul peak ({m['threads']} threads): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items())
-              + f" at {mm['size']}^3; at the backbones' shapes:"]
+              + " (the best shape); per shape:"]
     for dtype in peak:
-        rows = [x for x in mm["shapes"] if x["dtype"] == dtype and x["m"] != x["k"] or x["dtype"] == dtype and x["k"] != mm["size"]]
         lines.append(f"    {dtype}: " + ", ".join(f"{x['shape']} {x['gflops']:.0f} ({100 * x['share_of_peak']:.0f}%)"
-                                                  for x in rows if x["k"] != mm["size"]))
+                                                  for x in mm["shapes"] if x["dtype"] == dtype))
     if "training" in r:
         t = r["training"]
         s = t["step_seconds"]
@@ -713,9 +779,13 @@ def format_report(r: dict) -> str:
         ]
     if "overheads" in r:
         o = r["overheads"]
-        lines += ["", f"(4) overheads: `study --help` {o['help_seconds']:.2f}s (target < 1s); trial set-up "
-                      f"{o['setup_seconds']:.1f}s (backbone + tokenizer {o['backbone_seconds']:.1f}s, training pairs "
-                      f"{o['pairs_seconds']:.1f}s, loader + first batch {o['loader_first_batch_seconds']:.2f}s; target < 10s)"]
+        lines += ["", f"(4) overheads: `study --help` {o['help_seconds']:.2f}s (target < 1s); a trial's set-up in a fresh process:"]
+        for kind in ("cold", "warm"):
+            if kind in o:
+                x = o[kind]
+                lines.append(f"    {kind} cache: {x['setup_seconds']:5.1f}s = imports + config {x['imports_seconds']:.1f}s, backbone + "
+                             f"tokenizer {x['backbone_seconds']:.1f}s, training pairs {x['pairs_seconds']:.1f}s, loader + first batch "
+                             f"{x['loader_first_batch_seconds']:.2f}s (target: first < 10s or cached, then < 5s)")
     if "long_suite" in r:
         s = r["long_suite"]
         lines += ["", f"(5) passkey+needle, {s['backbone']}, {s['num_queries']} queries x {s['num_docs']} docs per length "
