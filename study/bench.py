@@ -243,6 +243,41 @@ def _plain_steps(module, batches: list[dict], warmup: int, precision: str, clip:
     return phases
 
 
+OP_GROUPS = {  # aten op name fragments -> what they are, for the per-op breakdown of a training step
+    "matmul": ("mm", "addmm", "bmm", "matmul", "linear"),
+    "attention (sdpa)": ("scaled_dot_product", "flash_attention"),
+    "dtype casts": ("copy_", "_to_copy", "to"),
+}
+
+
+def op_breakdown(module, batches: list[dict], precision: str, clip: float | None) -> dict:
+    """Share of a training step's self CPU time by kind of op (torch.profiler over `batches`): how much of
+    the step the matmul peak can speak for at all."""
+    from torch.profiler import ProfilerActivity, profile
+
+    opt = module.configure_optimizers()["optimizer"]
+    module.train()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for batch in batches:
+            with autocast(torch.device("cpu"), precision):
+                loss, _, _ = module._step(batch)
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    groups: dict[str, float] = {}
+    for e in prof.key_averages():
+        if not e.key.startswith("aten::"):
+            continue
+        op = e.key[len("aten::"):]
+        group = next((g for g, names in OP_GROUPS.items()
+                      if op in names or (g == "attention (sdpa)" and any(n in op for n in names))), "elementwise, norms, other")
+        groups[group] = groups.get(group, 0.0) + e.self_cpu_time_total
+    total = sum(groups.values()) or 1.0
+    return {g: v / total for g, v in sorted(groups.items(), key=lambda kv: -kv[1])}
+
+
 def _lightning_steps(make_module, batches: list[dict], warmup: int, precision: str, clip: float | None) -> float:
     """Trainer.fit with study.train's settings on the same (already collated) batches: seconds of the timed steps."""
     import lightning.pytorch as pl
@@ -297,6 +332,7 @@ def bench_training(cfg=None, steps: int = 12, warmup: int = 2, repeats: int = 2)
             plain = p
         lightning_s.append(_lightning_steps(make_module, batches, warmup, precision, clip))
     plain_s, light_s = sum(plain.values()), min(lightning_s)
+    ops = op_breakdown(make_module(), batches[: min(len(batches), warmup + 2)], precision, clip)
     step = {k: v / steps for k, v in plain.items()}
     step["data"] = data_per_step
     q, d = timed[0]["query"]["input_ids"].shape, timed[0]["docs"]["input_ids"].shape
@@ -309,7 +345,7 @@ def bench_training(cfg=None, steps: int = 12, warmup: int = 2, repeats: int = 2)
         "plain_seconds": plain_s, "lightning_seconds": light_s, "lightning_overhead": light_s / plain_s - 1,
         "plain_tokens_per_s": real / plain_s, "lightning_tokens_per_s": real / light_s,
         "plain_gflops": flops / plain_s / 1e9, "lightning_gflops": flops / light_s / 1e9,
-        "step_seconds": step, "optimizer": _optimizer_name(make_module()),
+        "step_seconds": step, "optimizer": _optimizer_name(make_module()), "op_share": ops,
     }
 
 
@@ -749,7 +785,8 @@ def format_report(r: dict) -> str:
                   f"{100 * t['lightning_share_of_peak']:4.1f}% of peak; overhead {100 * t['lightning_overhead']:+.1f}% "
                   f"(target <= 5%)",
                   f"    padding: {100 * t['padding_share']:.0f}% of the computed tokens",
-                  "    per step: " + ", ".join(f"{k} {1000 * v:.0f} ms ({100 * v / total:.0f}%)" for k, v in s.items())]
+                  "    per step: " + ", ".join(f"{k} {1000 * v:.0f} ms ({100 * v / total:.0f}%)" for k, v in s.items()),
+                  "    by op (profiler, self CPU time): " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in t["op_share"].items())]
     if "trial_estimate" in r:
         e = r["trial_estimate"]
         lines.append(f"    a {r['training']['trial_steps']}-step trial: " + ", ".join(
