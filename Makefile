@@ -66,9 +66,9 @@ train: setup
 demo: setup
 	$(VENV)/bin/study demo $(DEMO_ARGS)
 
-# BENCH_ARGS=--long adds the passkey+needle suite at 256..32768 tokens (long on a CPU)
+# BENCH_ARGS=--long adds the passkey+needle suite at 256..32768 tokens; --quick: small sizes (docs/benchmarks.md)
 bench: setup
-	$(PY) -m study.bench $(BENCH_ARGS)
+	$(VENV)/bin/study bench $(BENCH_ARGS)
 
 # No set-up here: a GPU machine needs a CUDA build of torch in $(PY) (or PY=... another Python).
 gpu-smoke:

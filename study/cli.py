@@ -12,6 +12,7 @@
     study status STUDY [--storage URL]              trials, states and failures of a sweep
     study plan SPEC_OR_CONFIG [--gpu h100] [...]    cost plan: FLOPs, wall time, GPU-hours, memory per GPU
     study report --study NAME | --results PATH ... | --wandb ENTITY/PROJECT --group G   notebooks -> reports/
+    study bench [--long] [--quick]                  throughput vs the machine's measured peak -> bench_results/
 
 Bad input exits with code 2 and a message naming the key, the value and the
 valid options, before any model is built.
@@ -23,6 +24,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from study.config import ConfigError
 
@@ -324,6 +326,36 @@ def cmd_demo(args) -> int:
 COMMANDS["demo"] = cmd_demo
 
 
+def cmd_bench(args) -> int:
+    import warnings
+
+    from study import bench
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("study").setLevel(logging.WARNING)
+    os.environ["STUDY_BENCH_CLOCK"] = args.clock
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        os.environ["STUDY_BENCH_THREADS"] = str(args.threads)  # the long suite's child processes
+    quick = dict(docs=32, steps=4, repeats=1, lengths=[512, 2048], long_lengths=[256, 1024, 4096],
+                 long_queries=4, long_docs=4) if args.quick else {}
+    options = dict(docs=args.docs, steps=args.steps, repeats=args.repeats, lengths=args.lengths,
+                   long_lengths=args.long_lengths, long_queries=args.long_queries, long_docs=args.long_docs)
+    options = {k: v for k, v in options.items() if v is not None}
+    result = bench.run(long=args.long, backbone=args.backbone, sweep=args.sweep, skip=tuple(args.skip),
+                       trial_overrides=args.overrides,
+                       **{**quick, **options})
+    print(bench.format_report(result))
+    print(f"\nsaved {bench.save(result, args.out)}")
+    return 0
+
+
+COMMANDS["bench"] = cmd_bench
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="study", description="Embedding ablation study: attention x pooling x backbone.")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -339,6 +371,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "whole seeds only; re-running adds the rest")
     p.add_argument("--workers", type=int, default=1, help="sweep worker processes (default 1)")
     p.add_argument("--out", default="reports", help="report folder (default reports)")
+    p = sub.add_parser("bench", help="throughput of training, encoding and long documents vs the measured matmul "
+                                     "peak; sentence-transformers side by side (-> bench_results/)")
+    p.add_argument("--long", action="store_true", help="also the passkey+needle suite at 256..32768 tokens")
+    p.add_argument("--quick", action="store_true", help="small sizes: checks the path in about a minute")
+    p.add_argument("--docs", type=int, help="documents in the sentence-transformers comparison (default 128)")
+    p.add_argument("--steps", type=int, help="timed training steps (default 12)")
+    p.add_argument("--repeats", type=int, help="alternating timing rounds, the best is kept (default 2)")
+    p.add_argument("--lengths", type=int, nargs="+", help="encode lengths (default 512 1024 2048 4096)")
+    p.add_argument("--backbone", default="mini-qwen2", help="backbone of the encode and long rows (default mini-qwen2)")
+    p.add_argument("--sweep", default=str(Path(__file__).resolve().parents[1] / "sweeps" / "attention_pooling.yaml"),
+                   help="sweep file whose trial the training rows run (default sweeps/attention_pooling.yaml)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall time (default), or this process's CPU time: with --threads 1 a shared machine's other "
+                        "jobs then cost nothing (with more threads it adds the threads' times)")
+    p.add_argument("--long-lengths", type=int, nargs="+", help="long-suite lengths (default 256 .. 32768)")
+    p.add_argument("--long-queries", type=int, help="long-suite queries per length and task (default 8)")
+    p.add_argument("--long-docs", type=int, help="long-suite candidates per length and task (default 8)")
+    p.add_argument("--skip", nargs="*", default=[], choices=["training", "encode", "st", "overheads"],
+                   help="sections to leave out")
+    p.add_argument("--out", default="bench_results", help="folder for the JSON results (default bench_results)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="overrides of the training trial's config, e.g. trainer.precision=32-true")
     sub.add_parser("backbones", help="list registered backbones")
     sub.add_parser("tasks", help="list evaluation tasks")
     p = sub.add_parser("eval", help="score a trained run, an off-the-shelf model or BM25 on evaluation tasks")

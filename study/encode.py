@@ -18,6 +18,11 @@ import torch.nn.functional as F
 from study.inputs import InputBuilder
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+# On a CPU, `batch_tokens` is only a ceiling: batches of about this many tokens keep a tiny backbone's
+# activations in the per-core L2 cache (4096 x 128 x 4 bytes = 2 MB). `study bench` measured mini-qwen2
+# at 1024-4096 tokens 12-35% faster with 4096-token batches than with 32768 (the same embeddings: rows are
+# independent). A document longer than this is still one row of its own.
+CPU_BATCH_TOKENS = 4096
 
 
 def length_batches(lengths: list[int], batch_tokens: int) -> list[np.ndarray]:
@@ -78,6 +83,8 @@ def _encode(embed, builder: InputBuilder, texts: list[str], instruction: str, ba
 def _encode_ids(embed, builder: InputBuilder, token_ids: list[list[int]], instruction: str, batch_tokens: int,
                 precision: str, device: torch.device) -> np.ndarray:
     lengths = [len(builder.sequence(ids, instruction)[0]) for ids in token_ids]
+    if device.type == "cpu":
+        batch_tokens = min(batch_tokens, CPU_BATCH_TOKENS)
     out: list[torch.Tensor | None] = [None] * len(token_ids)
     for idx in length_batches(lengths, batch_tokens):
         batch = builder.collate([token_ids[i] for i in idx], instruction)
