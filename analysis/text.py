@@ -54,10 +54,12 @@ def describe_difference(r, metric: str) -> str:
             f"p = {r.p_value:.3g} (corrected {r.p_adjusted:.3g}; {_plural(r.n_seeds, 'seed')} x "
             f"{_plural(r.n_queries, 'query').replace('querys', 'queries')})")
     if not r.significant:
+        why = ("not significant: the interval, which includes seed-to-seed variation, covers zero"
+               if r.ci_low <= 0 <= r.ci_high else "not significant after correction")
         if r.ci_high >= PAPER_GAP:
-            return core + " - not significant after correction; the interval still reaches the paper's +20 " \
+            return core + f" - {why}; the interval still reaches the paper's +20 " \
                           "points, so this study is too small to rule that effect out."
-        return core + " - not significant after correction, and the interval excludes the paper's +20 points."
+        return core + f" - {why}, and the interval excludes the paper's +20 points."
     if r["diff"] < 0:
         return core + " - significant, and causal attention is better."
     if r.ci_high < PAPER_GAP:
@@ -111,11 +113,12 @@ def _where(cell: pd.Series, by_length: pd.DataFrame, by_depth: pd.DataFrame) -> 
     sig = by_length[key & by_length.significant]
     parts = []
     if len(sig):
-        parts.append("at " + ", ".join(f"{r.task} {int(r.length)}" for _, r in sig.iterrows()))
+        parts.append("at " + ", ".join(f"{r.task} {int(r.length)} ({points(r['diff'])})" for _, r in sig.iterrows()))
     if by_depth is not None and len(by_depth):
         d = by_depth[_same_cell(by_depth, cell) & by_depth.significant]
         if len(d):
-            parts.append("with the answer at depth " + ", ".join(sorted(set(map(str, d.depth_bucket)))))
+            parts.append("with the answer at depth " + ", ".join(
+                f"{b} ({points(g['diff'].mean())})" for b, g in d.groupby(d.depth_bucket.astype(str))))
     return ("; the difference is significant " + " and ".join(parts)) if parts else \
         "; no single task, length or depth differs significantly"
 

@@ -90,15 +90,26 @@ def check_setup(spec_path: Path) -> SweepSpec:
 
 
 def bm25_reference(spec: SweepSpec, study_dir: Path) -> Path:
-    """BM25 on the sweep's evaluation documents and queries (same eval.* settings): the reference rows."""
+    """BM25 on the sweep's evaluation documents and queries (same eval.* settings): the reference rows.
+
+    Reused only when it was made with the same evaluation settings (reference/bm25/settings.json);
+    otherwise the old folder moves to reference-stale/ and BM25 runs again."""
     from study.run_eval import run_eval
 
     out = study_dir / "reference"
-    done = out / "bm25" / "results.parquet"
-    if done.is_file():
-        return done
     keys = {k: v for k, v in spec.base.items() if k.startswith(EVAL_KEYS)}
+    settings = json.dumps(keys, sort_keys=True, default=str)
+    folder = out / "bm25"
+    if (folder / "results.parquet").is_file() and (folder / "settings.json").is_file() \
+            and (folder / "settings.json").read_text() == settings:
+        return folder / "results.parquet"
+    if folder.exists():
+        stale = study_dir / "reference-stale" / f"bm25-{time.strftime('%Y%m%d-%H%M%S')}"
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        folder.rename(stale)
+        log.warning("BM25 reference made with other evaluation settings: moved to %s", stale)
     result = run_eval("bm25", dotlist(keys) + [f"output_dir={out}", "run_name=bm25"])
+    (result.eval_dir / "settings.json").write_text(settings)
     return result.eval_dir / "results.parquet"
 
 

@@ -52,3 +52,32 @@ def test_smoke_demo_produces_a_report_from_a_real_sweep_and_resumes(tmp_path, mo
     assert {p: p.stat().st_mtime_ns for p in study.glob("trials/*/results.parquet")} == before
     assert again["sweep"] < timing["sweep"]
     assert len(pd.read_parquet(study / "results.parquet").trial.unique()) == 4
+
+
+def test_bm25_reference_is_reused_only_for_the_same_evaluation_settings(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import study.run_eval
+    from study import demo
+
+    calls = []
+
+    def fake_run_eval(target, overrides):
+        calls.append(overrides)
+        out = tmp_path / "study" / "reference" / "bm25"
+        out.mkdir(parents=True)
+        pd.DataFrame({"value": [len(calls)]}).to_parquet(out / "results.parquet")
+        return SimpleNamespace(eval_dir=out)
+
+    monkeypatch.setattr(study.run_eval, "run_eval", fake_run_eval)
+    spec = SimpleNamespace(base={"eval.lengths": [128], "eval.num_docs": 60, "trainer.max_steps": 3})
+    first = demo.bm25_reference(spec, tmp_path / "study")
+    assert demo.bm25_reference(spec, tmp_path / "study") == first and len(calls) == 1
+    assert "eval.num_docs=60" in calls[0] and not any(c.startswith("trainer.") for c in calls[0])
+    spec.base["trainer.max_steps"] = 9  # not an evaluation setting: still reused
+    demo.bm25_reference(spec, tmp_path / "study")
+    assert len(calls) == 1
+    spec.base["eval.num_docs"] = 90  # another candidate pool: BM25 runs again, the old rows move aside
+    again = demo.bm25_reference(spec, tmp_path / "study")
+    assert len(calls) == 2 and pd.read_parquet(again).value.tolist() == [2]
+    assert len(list((tmp_path / "study" / "reference-stale").glob("bm25-*/results.parquet"))) == 1
