@@ -154,7 +154,7 @@ def test_summary_text_reports_sizes_significance_and_disagreement(planted):
     head0 = stats.paired_differences(null, ["backbone", "pooling"], n_resamples=300)
     by0 = stats.paired_differences(null, ["backbone", "pooling", "task", "length"], n_resamples=300)
     out0 = text.summary_text(null, head0, by0)
-    assert "not significant after correction" in out0 and "Does not reproduce the paper" in out0
+    assert "not significant: the interval, which includes seed-to-seed variation, covers zero" in out0 and "Does not reproduce the paper" in out0
     assert "No comparison possible" in text.verdict(head0.iloc[0:0])
     one = null[null.seed == 1]
     out1 = text.summary_text(one, stats.paired_differences(one, ["backbone", "pooling"], n_resamples=100), by0)
@@ -199,7 +199,7 @@ def test_local_study_folder_round_trip_with_probes_and_pretraining(tmp_path, mon
     assert str(df.value.dtype) == "float64" and str(df.length.dtype) == "Int64"
     assert load.parameter_columns(df) == ["backbone", "encoding", "attention", "pooling", "seed", "optim.lr"]
     swept = df.assign(**{"model.attention": df.attention, "model.pooling": df.pooling})  # what a sweep writes
-    assert load.parameter_columns(swept) == ["backbone", "attention", "pooling", "seed", "optim.lr"]
+    assert load.parameter_columns(swept) == ["backbone", "encoding", "attention", "pooling", "seed", "optim.lr"]
     table, storage = load.study_paths("fixture", tmp_path)
     assert table == folder / "results.parquet" and storage is None
 
