@@ -134,29 +134,33 @@ def test_cli_exit_code_2_and_no_study_on_bad_spec(tmp_path, capsys):
     assert "no study 'nope'" in capsys.readouterr().err
 
 
-def test_shipped_ablation_needs_the_pretrained_pair_and_says_how_to_build_it(monkeypatch):
+def test_a_spec_on_an_unbuilt_pretrained_backbone_says_how_to_build_it(monkeypatch, tmp_path):
     import study.pretrain.store
 
     monkeypatch.setattr(study.pretrain.store, "pretrained_folder", lambda name: None)
+    spec = tmp_path / "pair.yaml"
+    spec.write_text("name: pair\nspace:\n  model.backbone: {type: categorical, choices: [tiny-ar, tiny-diffusion]}\n"
+                    "sampler: grid\nseeds: [0]\nobjective: {metric: average/ndcg_at_1, direction: maximize}\n")
     with pytest.raises(ConfigError, match="'tiny-ar' has not been pretrained yet.*study pretrain objective=autoregressive"):
-        load_spec(Path(__file__).parent.parent / "sweeps" / "attention_pooling.yaml")
+        load_spec(spec)
 
 
 def test_grid_cells_and_shipped_sweeps_are_valid(monkeypatch, tmp_path):
     import study.pretrain.store
 
-    # The shipped ablation runs on the pretrained pair; stand in for builds (validation only resolves names).
+    # Other shipped sweeps run on the pretrained pair; stand in for builds (validation only resolves names).
     monkeypatch.setattr(study.pretrain.store, "pretrained_folder",
                         lambda name: tmp_path if name in ("tiny-ar", "tiny-diffusion") else None)
     root = Path(__file__).parent.parent / "sweeps"
     grid = load_spec(root / "attention_pooling.yaml")
-    assert grid.sampler == "grid" and len(grid.seeds) == 3
+    assert grid.sampler == "grid" and len(grid.seeds) == 10
     cells = grid.cells()
     assert len(cells) == len({json.dumps(c, sort_keys=True) for c in cells})
     assert {c["model.attention"] for c in cells} == {"bidirectional", "causal"}
-    assert {"mean", "last_token"} <= {c["model.pooling"] for c in cells}
-    assert len(cells) == 3 * 2 * len({c["model.pooling"] for c in cells}) * len({c["model.backbone"] for c in cells})
-    assert {c["model.backbone"] for c in cells} == {"tiny-ar", "tiny-diffusion"}
+    assert {c["model.pooling"] for c in cells} == {"mean", "weighted_mean"}
+    assert len(cells) == 10 * 2 * 2 and grid.base["model.backbone"] == "mini-qwen2"
+    # seed-major, attention innermost: each consecutive pair of cells is one paired comparison
+    assert [c["seed"] for c in cells[:4]] == [0] * 4 and cells[0]["model.attention"] != cells[1]["model.attention"]
     tune = load_spec(root / "tune_lr_temperature.yaml")
     assert tune.sampler == "tpe" and tune.pruner["type"] == "median"
     assert tune.space["optim.lr"].log and tune.space["loss.temperature"].log

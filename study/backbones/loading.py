@@ -11,7 +11,7 @@ from torch import nn
 
 from study.backbones import gguf, native
 from study.backbones.attention import family as model_family
-from study.backbones.attention import set_attention, verify_attention
+from study.backbones.attention import UnsupportedBackbone, set_attention, verify_attention
 from study.backbones.registry import BackboneSpec, resolve_backbone
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ def load_backbone(mcfg, seed: int = 0, verify: bool = True) -> Backbone:
     else:
         try:
             config, tokenizer = _pretrained_config_and_tokenizer(spec, mcfg)
+        except UnsupportedBackbone:  # a checkpoint we can read but refuse: its own precise message
+            raise
         except (OSError, ValueError) as e:  # offline and not cached, no such repo, not a model folder
             from study.config import ConfigError
 
