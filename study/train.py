@@ -234,8 +234,8 @@ def train_and_evaluate(
     # Everything that can refuse the run is checked before its folder exists: the folder, the evaluation
     # data, the backbone (hub ids offline), the training data and the number of optimizer steps.
     run_dir = plan_run_dir(cfg, run_dir) if is_side_effect_process() else run_dir
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    tasks = build_tasks(cfg) if is_side_effect_process() else None
+    tasks = build_tasks(cfg) if is_side_effect_process() else None  # rank 0 only: before seeding, so every
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)      # rank starts from the same random state
     backbone = load_backbone(cfg.model, seed=cfg.seed)  # verifies the attention direction
     embedder = build_embedder(backbone, cfg.model)
     builder = builder_from_config(backbone.tokenizer, cfg.model.max_length, backbone.padding_side, cfg.model)
