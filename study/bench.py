@@ -471,7 +471,8 @@ def bench_vs_sentence_transformers(num_docs: int = 128, low: int = 64, high: int
         return encode(embedder, builder, subset, batch_tokens=batch_tokens, precision=prec)
 
     def theirs(subset=texts):
-        return st.encode(subset, batch_size=st_batch_size, convert_to_numpy=True, normalize_embeddings=True)
+        return st.encode(subset, batch_size=st_batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                         show_progress_bar=False)
 
     ours(subset=texts[:16]), theirs(texts[:16])  # warm-up
     t_ours, t_st = [], []
