@@ -663,12 +663,12 @@ def bench_long(lengths=LONG_LENGTHS, num_queries: int = 8, num_docs: int = 8, ba
     from concurrent.futures import ProcessPoolExecutor
 
     rows = []
-    t0 = _now()
+    t0 = time.perf_counter()  # wall time of the whole suite (process starts, model loads) whatever the clock
     for length in lengths:
         _progress(f"  long suite: {length} tokens")
         with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
             rows.append(pool.submit(_long_one, length, num_queries, num_docs, backbone).result())
-    wall = _now() - t0
+    wall = time.perf_counter() - t0
     # The full-size suite's FLOPs scale with the documents encoded: a bound from the measured rows.
     scale = full_docs / num_docs
     full_flops = sum(r["flops"] for r in rows) * scale
@@ -834,7 +834,8 @@ def format_report(r: dict) -> str:
                          f"(+{x['extra_rss_mb']:5.0f} MB over the loaded model)")
         f = s["full"]
         lines.append(f"    kernel: {s['rows'][0]['kernel'] if s['rows'] else '?'}")
-        lines.append(f"    wall {s['seconds'] / 60:.1f} min (target <= 10). Full size ({f['num_queries']} x {f['num_docs']}): "
+        lines.append(f"    encoding {s['encode_seconds'] / 60:.1f} min ({r.get('clock', 'wall')} time), whole suite {s['seconds'] / 60:.1f} min "
+                     f"wall (target <= 10). Full size ({f['num_queries']} x {f['num_docs']}): "
                      f"{f['flops'] / 1e12:.1f} TFLOP, bound {_minutes(f['bound_seconds_at_peak'])} at peak, "
                      f"about {_minutes(f['estimate_seconds'])} at the measured rate")
     return "\n".join(lines)
