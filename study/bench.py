@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from study.encode import autocast
+from study.encode import CPU_BATCH_TOKENS, autocast
 from study.precision import native_bf16, resolve_precision
 
 MINILM = "all-minilm-l6-v2"
@@ -492,7 +492,8 @@ def bench_vs_sentence_transformers(num_docs: int = 128, low: int = 64, high: int
         "speedup": min(t_st) / min(t_ours),
         "cosine_ours_vs_st_fp32_min": float(np.min(cos)), "cosine_ours_vs_st_fp32_mean": float(np.mean(cos)),
         "cosine_ours_fp32_vs_st_fp32_min": float(np.min(np.sum(e_ours32 * e_st, axis=1))),
-        "ours": f"token-budget batches ({batch_tokens} tokens), " + _precision_words(precision),
+        "ours": f"length-sorted token-budget batches ({min(batch_tokens, CPU_BATCH_TOKENS)} tokens), "
+                + _precision_words(precision),
         "st": f"batch_size={st_batch_size}, fp32",
     }
 
@@ -766,7 +767,8 @@ def format_report(r: dict) -> str:
              f"  flags: {flags}; native bf16: {'yes' if m['native_bf16'] else 'no'} -> precision=auto is "
              f"{m['precision_auto']}",
              f"  load average at start {m['loadavg'][0]:.1f}" + (f", at end {m['loadavg_end'][0]:.1f}" if "loadavg_end" in m else "")
-             + (" (SHARED: re-measure on an idle machine)" if max(m["loadavg"][0], m.get("loadavg_end", [0])[0]) > 0.5 * m["cores"] else "")]
+             # the start's load is other jobs' (the end's includes this benchmark)
+             + (" (SHARED: re-measure on an idle machine)" if m["loadavg"][0] > 0.5 * m["cores"] else "")]
     mm = r["matmul"]
     peak = mm["peak"]
     lines += ["", f"(0) matmul peak ({m['threads']} threads): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items())
