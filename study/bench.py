@@ -124,6 +124,11 @@ def matmul_gflops(m: int, k: int, n: int, dtype=torch.float32, repeats: int = 5)
     return 2 * m * k * n * inner / _best(run, repeats) / 1e9
 
 
+def matmul_peak(size: int = 2048, repeats: int = 5, dtype=torch.bfloat16) -> float:
+    """GFLOP/s of a size x size matmul (study.plan's `--gpu cpu` rate)."""
+    return matmul_gflops(size, size, size, dtype, repeats)
+
+
 def matmul_peaks(repeats: int = 5, size: int = 2048, shapes=BACKBONE_SHAPES) -> dict:
     """{'peak': {'fp32': G, 'bf16': G (only where native)}, 'shapes': [rows]}: the machine's practical peak."""
     dtypes = {"fp32": torch.float32}
@@ -855,3 +860,11 @@ def save(result: dict, out: str | Path = "bench_results") -> Path:
     path.write_text(text)
     (out / "latest.json").write_text(text)
     return path
+
+
+if __name__ == "__main__":  # `python -m study.bench ARGS` is `study bench ARGS` (argv is parsed in study.cli)
+    import sys
+
+    from study.cli import main
+
+    raise SystemExit(main(["bench", *sys.argv[1:]]))
