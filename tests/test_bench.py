@@ -7,6 +7,8 @@ import pytest
 
 
 def test_machine_and_matmul_peak():
+    import torch
+
     from study import bench
 
     m = bench.machine_info()
@@ -18,6 +20,7 @@ def test_machine_and_matmul_peak():
     assert ("bf16" in peaks["peak"]) == m["native_bf16"]
     assert {r["shape"] for r in peaks["shapes"]} >= {"[128x128]@[128x128]", "[64x32]@[32x48]"}
     assert all(r["gflops"] > 0 for r in peaks["shapes"])
+    assert bench.matmul_peak(128, repeats=1, dtype=torch.float32) > 0  # study.plan's `--gpu cpu` rate
     assert bench.share(50.0, {"fp32": 100.0}, "32-true") == 0.5
     assert bench.share(50.0, {"fp32": 100.0, "bf16": 200.0}, "bf16-mixed") == 0.25
 
