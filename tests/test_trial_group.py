@@ -17,10 +17,13 @@ from safetensors.torch import load_file
 from study.cli import main
 
 BASE = {
-    "trainer": {"max_steps": 3, "val_check_interval": 3, "log_every_n_steps": 1, "accelerator": "cpu"},
+    # fp32 everywhere: on a CPU with native bf16, precision=auto would pick bf16, whose rounding differs between
+    # one process and two far beyond the tolerances below.
+    "trainer": {"max_steps": 3, "val_check_interval": 3, "log_every_n_steps": 1, "accelerator": "cpu",
+                "precision": "32-true"},
     "optim": {"lr": 1.0e-3, "warmup_steps": 0},  # big enough steps that a different data order would show
     "data": {"num_pairs": 32, "num_val_pairs": 8, "doc_max_words": 80},
-    "eval": {"lengths": [128], "num_queries": 4, "num_docs": 8, "tasks": ["passkey"]},
+    "eval": {"lengths": [128], "num_queries": 4, "num_docs": 8, "tasks": ["passkey"], "precision": "32-true"},
     "model": {"max_length": 128},
     "save_model": True,
 }

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from study.backbones import gguf, native
-from study.backbones.attention import family as model_family
 from study.backbones.attention import UnsupportedBackbone, set_attention, verify_attention
+from study.backbones.attention import family as model_family
 from study.backbones.registry import BackboneSpec, resolve_backbone
 
 log = logging.getLogger(__name__)
