@@ -186,7 +186,7 @@ def test_local_study_folder_round_trip_with_probes_and_pretraining(tmp_path, mon
     assert str(df.value.dtype) == "float64" and str(df.length.dtype) == "Int64"
     assert load.parameter_columns(df) == ["backbone", "encoding", "attention", "pooling", "seed", "optim.lr"]
     swept = df.assign(**{"model.attention": df.attention, "model.pooling": df.pooling})  # what a sweep writes
-    assert load.parameter_columns(swept) == ["backbone", "attention", "pooling", "seed", "optim.lr"]
+    assert load.parameter_columns(swept) == ["backbone", "encoding", "attention", "pooling", "seed", "optim.lr"]
     table, storage = load.study_paths("fixture", tmp_path)
     assert table == folder / "results.parquet" and storage is None
 
