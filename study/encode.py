@@ -53,7 +53,7 @@ def encode(
     texts: list[str],
     instruction: str = "",
     batch_tokens: int = 32768,
-    precision: str = "bf16-mixed",
+    precision: str = "auto",
     device: torch.device | str = "cpu",
     cache=None,
 ) -> np.ndarray:
@@ -133,7 +133,7 @@ def encode_documents(
     texts: list[str],
     instruction: str = "",
     batch_tokens: int = 32768,
-    precision: str = "bf16-mixed",
+    precision: str = "auto",
     device: torch.device | str = "cpu",
     cache=None,
 ):

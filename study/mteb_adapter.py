@@ -38,7 +38,7 @@ class StudyEncoder(AbsEncoder):
     instruction_template = staticmethod(_instruction_template)
 
     def __init__(self, embedder, builder, *, name: str, revision: str | None = None, use_instructions: bool = True,
-                 batch_tokens: int = 32768, precision: str = "bf16-mixed", device: str = "cpu", cache=None,
+                 batch_tokens: int = 32768, precision: str = "auto", device: str = "cpu", cache=None,
                  experiment: dict | None = None):
         import torch
 
