@@ -380,5 +380,5 @@ def test_a_skipped_duplicate_logs_one_line_and_no_traceback(tmp_path, monkeypatc
         optuna_log.removeHandler(handler)
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.FAIL]
     assert not [r for r in records if r.exc_info], [r.getMessage() for r in records if r.exc_info]
-    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    skipped = [r.getMessage() for r in caplog.records if " skipped: " in r.getMessage()]
     assert len(skipped) == 1 and "trial 1" in skipped[0] and "trial 0" in skipped[0]
