@@ -48,14 +48,17 @@ def write_spec(tmp_path: Path, name: str = "trust", **changes) -> Path:
 def fake_run(score_of, calls: list | None = None, wandb_run: bool = False):
     """A stand-in for TrialRunner._train: writes what a finished run folder holds (config.yaml, results.parquet,
     optionally an offline W&B folder and wandb.json) and returns its RunResult."""
-    from study.config import save_config
+    from study.config import load_config, save_config
     from study.results import make_table, write_table
+    from study.sweep.spec import dotlist
     from study.train import RunResult
 
     def _train(self, trial, params, run_dir):
         if calls is not None:
             calls.append((trial.number, params["model.pooling"]))
-        cfg = self.config(trial, params, run_dir)
+        per_trial = {"run_name": f"trial-{trial.number}", "output_dir": str(run_dir.parent),
+                     "wandb.group": self.sweep.name, "wandb.job_type": "train"}  # as TrialRunner sets them
+        cfg = load_config(None, self.sweep.spec.overrides(params) + dotlist(per_trial))
         save_config(cfg, run_dir / "config.yaml")
         run_id = f"r{trial.number}x{len(calls or [])}"
         if wandb_run:
@@ -380,5 +383,5 @@ def test_a_skipped_duplicate_logs_one_line_and_no_traceback(tmp_path, monkeypatc
         optuna_log.removeHandler(handler)
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.FAIL]
     assert not [r for r in records if r.exc_info], [r.getMessage() for r in records if r.exc_info]
-    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trial") and "skipped" in r.getMessage()]
+    skipped = [r.getMessage() for r in caplog.records if " skipped: " in r.getMessage()]
     assert len(skipped) == 1 and "trial 1" in skipped[0] and "trial 0" in skipped[0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -132,10 +133,18 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             kwargs = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retries))
-    try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-    except Exception as e:  # unreachable server, unknown driver: say which storage, never the password
-        from study.config import ConfigError
+    for attempt in range(3):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            # Two processes creating the same new database race on its version table: the loser retries.
+            if ("IntegrityError" in type(e).__name__ or "already exists" in str(e)) and attempt < 2:
+                time.sleep(1 + attempt)
+                continue
+            error = e
+            break
+    from study.config import ConfigError
 
-        raise ConfigError(f"--storage {mask_url(url)}: cannot open ({type(e).__name__}: "
-                          f"{mask_url(str(e).splitlines()[0] if str(e) else '')})") from None
+    # unreachable server, unknown driver: say which storage, never the password
+    first = str(error).splitlines()[0] if str(error) else ""
+    raise ConfigError(f"--storage {mask_url(url)}: cannot open ({type(error).__name__}: {mask_url(first)})") from None
