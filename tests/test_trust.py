@@ -19,30 +19,17 @@ from types import SimpleNamespace
 import optuna
 import pandas as pd
 import pytest
-import yaml
 from optuna.trial import TrialState
+from run_helpers import TINY_BASE, write_sweep_spec
 
 from study.cli import main
 from study.sweep.storage import mask_url
 
-TINY_BASE = {
-    "trainer": {"max_steps": 3, "batch_size": 4, "val_check_interval": 3, "log_every_n_steps": 1},
-    "data": {"num_pairs": 32, "num_val_pairs": 8, "doc_max_words": 80},
-    "eval": {"lengths": [128], "num_queries": 4, "num_docs": 8, "tasks": ["passkey"]},
-    "model": {"max_length": 128},
-    "save_model": False,
-}
 POOLING = {"model.pooling": {"type": "categorical", "choices": ["mean", "last_token"]}}
 
 
 def write_spec(tmp_path: Path, name: str = "trust", **changes) -> Path:
-    spec = {"name": name, "base": {**TINY_BASE, "output_dir": str(tmp_path / "runs")}, "space": POOLING,
-            "sampler": "grid", "seeds": [0], "objective": {"metric": "average/ndcg_at_1", "direction": "maximize"},
-            "heartbeat": {"interval": 1, "grace_period": 3}}
-    spec.update(changes)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return write_sweep_spec(tmp_path, name, TINY_BASE, **{"space": POOLING, **changes})
 
 
 def fake_run(score_of, calls: list | None = None, wandb_run: bool = False):
