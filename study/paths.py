@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -27,3 +28,22 @@ def file_lock(path: Path):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def writable_dir(path: Path) -> bool:
+    """Whether `path` (a folder, made on demand) could be created and written: its nearest existing ancestor
+    must be a writable folder (so a file in the way is False)."""
+    path = path.expanduser().absolute()
+    while not path.exists():
+        if path.parent == path:
+            return False
+        path = path.parent
+    if not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
+        return False
+    try:  # root passes os.access everywhere: try for real (read-only mounts, /proc), leaving nothing behind
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".study-write-probe-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True

@@ -46,7 +46,7 @@ def default_run_name(cfg: DictConfig) -> str:
 def plan_run_dir(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     """Choose the run folder and check it can be made, creating nothing: a finished run is never touched,
     an output_dir that is a file or cannot be written is refused (ConfigError)."""
-    from study.sweep.storage import _writable_dir
+    from study.paths import writable_dir
 
     if run_dir is None:
         if cfg.run_name is None:
@@ -57,7 +57,7 @@ def plan_run_dir(cfg: DictConfig, run_dir: Path | None = None) -> Path:
             f"run_name={cfg.run_name!r}: {run_dir} already holds a finished run (results.parquet); "
             "choose another run_name or remove that folder"
         )
-    if (run_dir.exists() and not run_dir.is_dir()) or not _writable_dir(run_dir):
+    if not writable_dir(run_dir):
         raise ConfigError(f"output_dir={cfg.output_dir!r}: cannot create the run folder {str(run_dir)!r} there "
                           "(a file is in the way, or the folder is not writable)")
     return run_dir

@@ -48,10 +48,7 @@ def load_backbone(mcfg, seed: int = 0, verify: bool = True) -> Backbone:
         except UnsupportedBackbone:  # a checkpoint we can read but refuse: its own precise message
             raise
         except (OSError, ValueError) as e:  # offline and not cached, no such repo, not a model folder
-            from study.config import ConfigError
-
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"model.backbone={mcfg.backbone!r} cannot be loaded from {spec.source!r}: {first}") from None
+            raise _unloadable(mcfg.backbone, spec.source, e) from None
     if _remote_diffusion(config, mcfg):
         # Their own code fixes the attention direction; the causality probe below reports what it does.
         log.warning("%s runs its remote code: model.attention=%s cannot be set, only verified",
@@ -107,10 +104,15 @@ def check_loadable(name: str) -> None:
     except ValueError:  # the config is there but needs its remote code: loadable with trust_remote_code
         return
     except OSError as e:
-        from study.config import ConfigError
+        raise _unloadable(name, spec.source, e) from None
 
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"model.backbone={name!r} cannot be loaded from {spec.source!r}: {first}") from None
+
+def _unloadable(name: str, source: str, e: Exception):
+    """The ConfigError for a backbone whose files cannot be fetched or read (first line of the library's reason)."""
+    from study.config import ConfigError
+
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return ConfigError(f"model.backbone={name!r} cannot be loaded from {source!r}: {first}")
 
 
 def _pretrain_lineage(source: str) -> dict:

@@ -40,9 +40,9 @@ from optuna.trial import TrialState
 from study import interrupts, trial_group
 from study.config import ConfigError, load_config
 from study.launch import detect as detect_launch
-from study.paths import file_lock
+from study.paths import file_lock, writable_dir
 from study.sweep.spec import NAME, SweepSpec, cell_key, dotlist, load_spec
-from study.sweep.storage import _writable_dir, check_url, default_url, mask_url, open_storage
+from study.sweep.storage import check_url, default_url, mask_url, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def make_sweep(spec_path: str | Path, storage: str | None = None, study_name: st
         raise ConfigError(f"--study-name {name!r} must be a folder-safe name (letters, digits, . _ + -)")
     base = load_config(None, dotlist(spec.base))
     study_dir = (Path(base.output_dir) / name).resolve()
-    if (study_dir.exists() and not study_dir.is_dir()) or not _writable_dir(study_dir):
+    if not writable_dir(study_dir):
         raise ConfigError(f"output_dir={base.output_dir!r}: cannot create the study folder {str(study_dir)!r} "
                           "there (a file is in the way, or the folder is not writable)")
     url = storage or os.environ.get(STORAGE_ENV) or default_url(study_dir)

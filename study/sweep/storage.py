@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import time
 import warnings
 from pathlib import Path
+
+from study.paths import writable_dir
 
 JOURNAL_SUFFIXES = (".log", ".journal")
 
@@ -58,37 +59,18 @@ def url_password(url: str) -> str | None:
         return None
 
 
-def _writable_dir(path: Path) -> bool:
-    """Whether `path` (a folder, made on demand) could be created and written: its nearest existing ancestor
-    must be a writable folder."""
-    path = path.expanduser().absolute()
-    while not path.exists():
-        if path.parent == path:
-            return False
-        path = path.parent
-    if not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
-        return False
-    try:  # root passes os.access everywhere: try for real (read-only mounts, /proc), leaving nothing behind
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".study-write-probe-")
-    except OSError:
-        return False
-    os.close(fd)
-    os.unlink(probe)
-    return True
-
-
 def check_url(url: str) -> None:
     from study.config import ConfigError
 
     if is_journal(url):
         if Path(url).is_dir() or (Path(url).exists() and not os.access(url, os.W_OK)) \
-                or not _writable_dir(Path(url).parent):
+                or not writable_dir(Path(url).parent):
             raise ConfigError(f"--storage {url!r}: the journal file cannot be written there (not a writable "
                               "file in a writable folder)")
         return
     if url.startswith("sqlite:///"):
         db = Path(url[len("sqlite:///"):].split("?", 1)[0])
-        if db.is_dir() or not _writable_dir(db.parent):
+        if db.is_dir() or not writable_dir(db.parent):
             raise ConfigError(f"--storage {mask_url(url)!r}: the SQLite file cannot be written there")
     if "://" not in url:
         raise ConfigError(f"--storage {mask_url(url)!r}: give an RDB URL (sqlite:///file.db, "
