@@ -29,10 +29,6 @@ SMOKE_SPEC = ROOT / "sweeps" / "demo_smoke.yaml"
 PRETRAINED = {
     "tiny-ar": ["objective=autoregressive"],
     "tiny-diffusion": ["objective=masked_diffusion"],
-    "smoke-ar": ["objective=autoregressive", "name=smoke-ar", "tokens=8192", "seq_len=64", "batch_size=8",
-                 "val_tokens=1024", "eval_every=4", "warmup=2"],
-    "smoke-diffusion": ["objective=masked_diffusion", "name=smoke-diffusion", "tokens=8192", "seq_len=64",
-                        "batch_size=8", "val_tokens=1024", "eval_every=4", "warmup=2"],
 }
 EVAL_KEYS = ("eval.", "model.max_length")
 
