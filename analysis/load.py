@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study.results import ABLATION, COLUMNS, DTYPES, TABLE, read_results
+from study.backbones.index import pretrained_folder
+from study.results import ABLATION, ABLATION_KEYS, COLUMNS, DTYPES, TABLE, read_results
 
 # Strings that a table logged with `.astype(str)` uses for missing values.
 _MISSING = {"", "None", "nan", "NaN", "<NA>", "NaT", "null"}
@@ -105,19 +106,10 @@ def pretraining_tables(df: pd.DataFrame) -> list[pd.DataFrame]:
     have = set(df.loc[df.task == "pretrain", "backbone"].dropna())
     out = []
     for name in sorted(set(df.backbone.dropna()) - have):
-        folder = _pretrained_folder(str(name))
+        folder = pretrained_folder(str(name))
         if folder is not None and (folder / TABLE).is_file():
             out.append(pd.read_parquet(folder / TABLE))
     return out
-
-
-def _pretrained_folder(name: str) -> Path | None:
-    """The pretrained build a backbone name points at (study.pretrain.store), None if not one."""
-    try:
-        from study.pretrain.store import pretrained_folder
-    except ImportError:
-        return None
-    return pretrained_folder(name)
 
 
 def study_paths(study: str, runs_dir: str | Path = "runs") -> tuple[Path, Path | None]:
@@ -299,16 +291,11 @@ def has_per_query(df: pd.DataFrame) -> bool:
     return bool(per_query(df, None).shape[0])
 
 
-# Swept config keys that the results table already holds as ablation columns.
-ABLATION_KEYS = {"model.backbone": "backbone", "model.encoding": "encoding", "model.attention": "attention",
-                 "model.pooling": "pooling"}
-
-
 def parameter_columns(df: pd.DataFrame) -> list[str]:
     """The ablation columns plus every other swept parameter (extra dotted columns).
 
-    A sweep over model.attention also writes a `model.attention` column; it is the
-    `attention` column again, so it is left out (one name per parameter).
+    Tables written before study.results.swept_columns also hold a swept ablation key (`model.attention`) as
+    a column; it is the `attention` column again, so it is left out (one name per parameter).
     """
-    extra = [c for c in df.columns if c not in COLUMNS and "." in c and c not in ABLATION_KEYS]
+    extra = [c for c in df.columns if c not in COLUMNS and "." in c and c not in ABLATION_KEYS.values()]
     return list(ABLATION) + sorted(extra)

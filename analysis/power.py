@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from analysis.load import evaluation_units, load_local, study_paths
+from analysis.references import split_references
 from analysis.stats import paired_matrix, with_codes
 
 Z95 = float(sps.norm.ppf(0.975))
@@ -154,8 +156,6 @@ def pilot_report(study: str, runs_dir: str = "runs", metric: str = "mrr_at_10", 
     storage; the design space is seeds x queries per (task, length) group, with the pilot's cells."""
     import optuna
 
-    from analysis.load import evaluation_units, load_local, study_paths
-    from analysis.references import split_references
 
     table, storage = study_paths(study, runs_dir)
     rows, _ = split_references(evaluation_units(load_local(table, companions=False), metric))

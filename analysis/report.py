@@ -26,7 +26,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.config import ConfigError
+from analysis.load import evaluation_units, load_local, load_wandb, study_paths
+from analysis.plots import save_figure
+from study.config import load_config
+from study.errors import ConfigError
+from study.evaluate import MEASURES
+from study.results import write_table
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +50,6 @@ def load_results(results=(), study: str | None = None, wandb_project: str | None
     `companions`: also add probe tables and pretraining curves found next to local results
     (analysis.load.load_local); the report turns it off for the table it has already frozen.
     """
-    from analysis.load import load_local, load_wandb, study_paths
 
     if isinstance(results, (str, Path)):
         results = [results]
@@ -61,7 +65,6 @@ def load_results(results=(), study: str | None = None, wandb_project: str | None
 def resolve_inputs(results=(), study: str | None = None, wandb_project: str | None = None,
                    runs_dir: str | Path = "runs", optuna_storage: str | None = None) -> tuple[list[Path], str | None]:
     """Check the inputs exist before any work; returns (result paths, Optuna storage or None)."""
-    from analysis.load import study_paths
 
     if not (results or study or wandb_project):
         raise ConfigError("study report: give --study NAME, --results PATH ..., or --wandb ENTITY/PROJECT")
@@ -188,7 +191,6 @@ def build_report(results=(), study: str | None = None, wandb_project: str | None
                  optuna_storage: str | None = None, metric: str = "mrr_at_10", correction: str = "holm",
                  n_resamples: int = 2000, log_wandb: bool = True) -> dict:
     """Validate inputs, freeze the table, run both notebooks, render HTML, log to W&B. Returns the paths."""
-    from study.evaluate import MEASURES
 
     if metric not in MEASURES:
         raise ConfigError(f"--metric {metric!r}: valid options are {', '.join(MEASURES)}")
@@ -202,8 +204,6 @@ def build_report(results=(), study: str | None = None, wandb_project: str | None
     paths, storage = resolve_inputs(results, study, wandb_project, runs_dir, optuna_storage)
     out = Path(out_dir)
     df = load_results(paths, None, None if paths else wandb_project, wandb_group, runs_dir)
-    from analysis.load import evaluation_units
-    from study.results import write_table
 
     if evaluation_units(df, metric).empty:
         raise ConfigError(f"no {metric} evaluation rows in {', '.join(map(str, paths)) or wandb_project}")
@@ -227,7 +227,6 @@ def build_report(results=(), study: str | None = None, wandb_project: str | None
 
 def _default_project() -> str:
     """The project of the default config (where `study train` logs)."""
-    from study.config import load_config
 
     return load_config(None, []).wandb.project
 
@@ -244,7 +243,6 @@ def show(fig, output_dir: str | Path, name: str, missing: str = "") -> None:
     import matplotlib.pyplot as plt
     from IPython.display import Markdown, display
 
-    from analysis.plots import save_figure
 
     if fig is None:
         if missing:

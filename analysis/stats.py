@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from study.errors import ConfigError
+
 CONFIDENCE = 0.95
 N_RESAMPLES = 2000
 N_PERMUTATIONS = 10000
@@ -240,7 +242,6 @@ def adjust_pvalues(p, method: str = "holm") -> np.ndarray:
         res[order] = np.minimum(adjusted, 1.0)
         out[ok] = res
     else:
-        from study.config import ConfigError
 
         raise ConfigError(f"correction={method!r}: valid options are 'holm', 'bh'")
     return out

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import evaluation_units, parameter_columns
+from study.errors import ConfigError
+from study.sweep.storage import is_journal, mask_url, open_storage
 
 OBJECTIVE = "objective"
 
@@ -23,8 +25,6 @@ def load_optuna_study(storage: str, study_name: str | None = None):
     """The study in an Optuna storage: URL, SQLite path or journal file; the only one there if unnamed."""
     import optuna
 
-    from study.config import ConfigError
-    from study.sweep.storage import is_journal, mask_url, open_storage
 
     url = storage if "://" in storage or is_journal(storage) else f"sqlite:///{storage}"
     opened = open_storage(url)

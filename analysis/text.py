@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.references import chance
 from analysis.stats import cell_keys, cell_label
 
 # Paper, Figure 1: long-document (LongEmbed) average, AR + LLM2Vec 42 vs Dream (DiffEmbed) 62.
@@ -125,7 +126,6 @@ def _where(cell: pd.Series, by_length: pd.DataFrame, by_depth: pd.DataFrame) -> 
 
 def learning_sentence(rows: pd.DataFrame, metric: str = "ndcg_at_1", tasks=("passkey", "needle")) -> str:
     """How far the models learned: the best and the worst cell at the shortest length, against chance."""
-    from analysis.references import chance
 
     have = rows[rows.task.isin(tasks) & rows.length.notna()]
     if have.empty:

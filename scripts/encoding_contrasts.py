@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import stats
+from analysis.load import normalise
+
 
 def load(paths: list[str]) -> pd.DataFrame:
-    from analysis.load import normalise
 
     frames = []
     for p in map(Path, paths):
@@ -42,7 +44,6 @@ def load(paths: list[str]) -> pd.DataFrame:
 
 
 def contrasts(df: pd.DataFrame, metric: str, pairs: list[tuple[str, str]], n_resamples: int = 2000) -> pd.DataFrame:
-    from analysis import stats
 
     rows = df[df.query_id.notna() & (df.metric == metric)]
     out = []

@@ -11,9 +11,9 @@ PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
   echo "gpu-smoke: no NVIDIA GPU on this machine (nvidia-smi is missing or lists none); nothing to check here." >&2
-  echo "gpu-smoke: run it on a GPU node (e.g. srun --gpus-per-node=N scripts/gpu_smoke.sh); '$PY -m study.gpu_smoke --tiny' runs the code path on CPU." >&2
+  echo "gpu-smoke: run it on a GPU node (e.g. srun --gpus-per-node=N scripts/gpu_smoke.sh); '$PY -m study gpu-smoke --tiny' runs the code path on CPU." >&2
   exit 3
 fi
 GPUS=$(nvidia-smi -L | wc -l)
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
-exec "$PY" -m torch.distributed.run --standalone --nproc-per-node="$GPUS" -m study.gpu_smoke "$@"
+exec "$PY" -m torch.distributed.run --standalone --nproc-per-node="$GPUS" -m study gpu-smoke "$@"

@@ -35,8 +35,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from study.encode import CPU_BATCH_TOKENS, autocast
+from study.backbones.loading import load_backbone
+from study.backbones.registry import resolve_backbone
+from study.backbones.tokenizer import tiny_tokenizer
+from study.config import load_config
+from study.data.pairs import load_pairs
+from study.encode import CPU_BATCH_TOKENS, autocast, encode
+from study.evaluate import evaluate_task
+from study.inference import eval_builder
+from study.inputs import InputBuilder
+from study.losses import InfoNCE
+from study.model import build_embedder
+from study.module import ContrastiveModule
 from study.precision import native_bf16, resolve_precision
+from study.sources import kjv_verses
+from study.tasks import build_task
+from study.train import dataloaders, optimizer_factory
 
 MINILM = "all-minilm-l6-v2"
 LONG_LENGTHS = [256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
@@ -150,10 +164,6 @@ def matmul_peaks(repeats: int = 5, size: int = 2048, shapes=BACKBONE_SHAPES) -> 
 
 
 def _model(backbone: str, attention: str = "bidirectional", pooling: str = "mean", max_length: int | None = None):
-    from study.backbones import load_backbone
-    from study.config import load_config
-    from study.model import build_embedder
-    from study.train import eval_builder
 
     overrides = [f"model.backbone={backbone}", f"model.attention={attention}", f"model.pooling={pooling}"]
     if max_length:
@@ -192,7 +202,6 @@ def trial_config(sweep: str | Path = DEFAULT_SWEEP, overrides: list[str] | tuple
 
     from omegaconf import OmegaConf
 
-    from study.config import load_config
 
     spec = OmegaConf.load(sweep)
     first = [f"{key}={space.choices[0]}" for key, space in spec.get("space", {}).items() if "choices" in space]
@@ -301,12 +310,6 @@ def _lightning_steps(make_module, batches: list[dict], warmup: int, precision: s
 
 def bench_training(cfg=None, steps: int = 12, warmup: int = 2, repeats: int = 2) -> dict:
     """A trial's training steps (the default study's shape unless `cfg`), Lightning vs plain, with a breakdown."""
-    from study.backbones import load_backbone
-    from study.inputs import InputBuilder
-    from study.losses import InfoNCE
-    from study.model import build_embedder
-    from study.module import ContrastiveModule
-    from study.train import dataloaders, optimizer_factory
 
     cfg = cfg if cfg is not None else trial_config()
     torch.manual_seed(cfg.seed)
@@ -365,7 +368,6 @@ def _optimizer_name(module) -> str:
 
 def token_texts(tokenizer, lengths: list[int], seed: int = 0) -> list[str]:
     """Texts of about `lengths[i]` tokens each: consecutive King James Bible text, cut at token boundaries."""
-    from study.data.sources import kjv_verses
 
     verses = kjv_verses()
     rng = np.random.default_rng(seed)
@@ -390,7 +392,6 @@ def mixed_lengths(n: int, low: int, high: int, seed: int = 0) -> list[int]:
 def bench_encode(lengths=ENCODE_LENGTHS, tokens_per_length: int = 16384, repeats: int = 2,
                  backbone: str = "mini-qwen2") -> list[dict]:
     """study.encode.encode (what `study eval` and trials run) on documents of exactly `length` tokens."""
-    from study.encode import encode
 
     embedder, bb, builder, cfg = _model(backbone, max_length=max(lengths) + 8)
     precision = resolve_precision(cfg.eval.precision)
@@ -412,8 +413,6 @@ def bench_encode(lengths=ENCODE_LENGTHS, tokens_per_length: int = 16384, repeats
 def bench_eval_task(length: int = 1024, num: int = 30, backbone: str = "mini-qwen2", task: str = "passkey") -> dict:
     """One evaluate_task call (tokenize, encode queries and documents, score): what a trial log's tokens/s
     measures, next to the document tokens it encodes."""
-    from study.evaluate import evaluate_task
-    from study.tasks import build_task
 
     embedder, bb, builder, cfg = _model(backbone, max_length=length + length // 4)
     cfg.eval.lengths, cfg.eval.num_queries, cfg.eval.num_docs = [length], num, num
@@ -432,8 +431,6 @@ def bench_eval_task(length: int = 1024, num: int = 30, backbone: str = "mini-qwe
 
 def trial_eval_tokens(cfg) -> dict:
     """Tokens the trial's evaluation encodes per length (synthetic tasks; pydocs-deep when built)."""
-    from study.backbones.tokenizer import tiny_tokenizer
-    from study.tasks import build_task
 
     tok = tiny_tokenizer()
     per_length: dict[int, int] = {}
@@ -458,8 +455,6 @@ def bench_vs_sentence_transformers(num_docs: int = 128, low: int = 64, high: int
                                    batch_tokens: int = 16384, st_batch_size: int = 32) -> dict:
     from sentence_transformers import SentenceTransformer
 
-    from study.backbones.registry import resolve_backbone
-    from study.encode import encode
 
     source = resolve_backbone(MINILM).source
     if not Path(source).is_dir():
@@ -530,10 +525,6 @@ def _setup_times(sweep: str, overrides: list[str], cache: str | None) -> dict:
     if cache:
         os.environ["STUDY_CACHE"] = cache
     t0 = _now()
-    from study.backbones import load_backbone
-    from study.data.pairs import load_pairs
-    from study.inputs import InputBuilder
-    from study.train import dataloaders
 
     cfg = trial_config(sweep, overrides)
     t1 = _now()
@@ -634,8 +625,6 @@ def _long_one(length: int, num_queries: int, num_docs: int, backbone: str) -> di
     """One length in a fresh process: evaluate passkey and needle; time, peak RSS above the loaded model."""
     import resource
 
-    from study.evaluate import evaluate_task
-    from study.tasks import build_task
 
     torch.set_num_threads(int(os.environ.get("STUDY_BENCH_THREADS", torch.get_num_threads())))
     embedder, bb, builder, cfg = _model(backbone, max_length=length + length // 8 + 16)
@@ -861,10 +850,3 @@ def save(result: dict, out: str | Path = "bench_results") -> Path:
     (out / "latest.json").write_text(text)
     return path
 
-
-if __name__ == "__main__":  # `python -m study.bench ARGS` is `study bench ARGS` (argv is parsed in study.cli)
-    import sys
-
-    from study.cli import main
-
-    raise SystemExit(main(["bench", *sys.argv[1:]]))

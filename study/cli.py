@@ -26,7 +26,11 @@ import os
 import sys
 from pathlib import Path
 
-from study.config import ConfigError
+from study.errors import ConfigError
+
+# Each command imports what it needs when it runs (the one place project imports sit inside functions, on
+# purpose): `study --help` and bad-input errors stay instant, while torch, Lightning and transformers take
+# seconds to import.
 
 
 def _quiet_libraries() -> None:
@@ -219,7 +223,7 @@ COMMANDS["report"] = cmd_report
 
 
 def cmd_verify_backbone(args) -> int:
-    from study.backbones.native import verify_backbone
+    from study.backbones.verify import verify_backbone
 
     r = verify_backbone(args.name, dtype=args.dtype, device=args.device)
     print(f"{args.name} ({r['kind']}): native vs remote code, bidirectional, {r['tokens']} tokens, "
@@ -356,6 +360,29 @@ def cmd_bench(args) -> int:
 COMMANDS["bench"] = cmd_bench
 
 
+def cmd_gpu_smoke(args) -> int:
+    from study import gpu_smoke
+
+    return gpu_smoke.run(tiny=args.tiny, length=args.length, batch=args.batch)
+
+
+COMMANDS["gpu-smoke"] = cmd_gpu_smoke
+
+
+def cmd_trial_worker(args) -> int:
+    from study.trial_group import follow
+
+    # The leader logs each trial once: a follower's console shows warnings only.
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s rank-follower %(name)s: %(message)s"))
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("study").setLevel(logging.WARNING)
+    return follow(args.accelerator)
+
+
+COMMANDS["trial-worker"] = cmd_trial_worker
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="study", description="Embedding ablation study: attention x pooling x backbone.")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -463,6 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", metavar="RUN|key=value",
                    help="a run folder (or model.* keys for an untrained backbone), then probe.* keys, e.g. "
                         "probe.lengths=[256,1024] probe.distances=[64,256,1000]")
+    p = sub.add_parser("gpu-smoke", help="once per GPU machine, under torchrun (scripts/gpu_smoke.sh): bf16, sdpa "
+                                          "kernel, DDP, a 7B-shaped LoRA step, memory vs study plan")
+    p.add_argument("--tiny", action="store_true", help="tiny shapes on CPU (what the tests run)")
+    p.add_argument("--length", type=int, help="document tokens in the LoRA step (default 4096; --tiny 64)")
+    p.add_argument("--batch", type=int, default=4, help="queries per GPU; each has a positive and a hard negative")
+    p = sub.add_parser("trial-worker", help="internal: a follower rank of a sweep worker's multi-device trial "
+                                             "(started by study/trial_group.py, never by hand)")
+    p.add_argument("accelerator", nargs="?", default="auto")
     return parser
 
 

@@ -19,29 +19,22 @@ from typing import Any, List, Optional
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-ATTENTIONS = ("bidirectional", "causal")
-# Pooling modes (study/pooling.py implements them). mask_tokens reads K appended mask tokens (DiffRetriever):
-# bidirectional attention only, since under causal attention the appended tokens would see the text but the
-# text never sees them, which is last-token pooling with extra steps.
-POOLINGS = ("mean", "last_token", "first_token", "weighted_mean", "latent_attention", "mask_tokens")
-BIDIRECTIONAL_ONLY_POOLINGS = ("mask_tokens",)
-# How much of a document the model reads and how (study/inputs.py, study/encode.py; docs/encodings.md):
-# full = the text once (truncated); echo = the text twice, pooled over the second copy;
-# chunked = documents split into windows encoded as one batch and aggregated (queries are never chunked).
-ENCODINGS = ("full", "echo", "chunked")
-CHUNK_AGGREGATES = ("mean", "max")
+from study.backbones.attention import ATTENTIONS
+from study.backbones.registry import check_backbone_name
+from study.errors import ConfigError
+from study.inputs import CHUNK_AGGREGATES, ENCODINGS
+from study.pooling import BIDIRECTIONAL_ONLY_POOLINGS, POOLINGS
+from study.precision import PRECISIONS
+from study.tasks import check_task_names
+
 PADDING_SIDES = ("auto", "left", "right")
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true")  # auto: study/precision.py
 STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flex_attention")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SCHEDULERS = ("linear", "cosine", "constant")
 WANDB_MODES = ("offline", "online", "disabled")
-METRICS = ("ndcg_at_1", "ndcg_at_10", "mrr_at_10", "recall_at_1", "recall_at_10")
 
 
-class ConfigError(ValueError):
-    """Bad configuration; the message names the key, the value and the valid options."""
 
 
 def choice(default: str, choices: tuple[str, ...]) -> Any:
@@ -278,9 +271,11 @@ def load_yaml(path: str | Path, what: str) -> DictConfig | ListConfig:
         raise ConfigError(f"{what} '{path}' could not be read: {str(e).splitlines()[0]}") from None
 
 
-def merge_layers(schema: type, config_file: str | Path | None = None,
-                 overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """schema defaults <- YAML file <- key=value overrides; unknown keys and wrong types are ConfigError."""
+def load_structured(schema: type, config_file: str | Path | None = None,
+                    overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The one config mechanism (runs, pretraining, probes): a dataclass schema's defaults <- YAML file <-
+    key=value overrides. Unknown keys, wrong types and values outside a field's `choices` are ConfigError;
+    each schema's own validation (ranges, combinations) runs after."""
     layers = [OmegaConf.structured(schema)]
     if config_file is not None:
         path = Path(config_file)
@@ -296,9 +291,11 @@ def merge_layers(schema: type, config_file: str | Path | None = None,
         _check_keys(layer, "override", schema)
         layers.append(layer)
     try:
-        return OmegaConf.merge(*layers)
+        cfg = OmegaConf.merge(*layers)
     except OmegaConfBaseException as e:
         raise ConfigError(_type_error_message(e, schema)) from None
+    check_choices(cfg, schema)
+    return cfg
 
 
 def load_config(
@@ -307,7 +304,7 @@ def load_config(
     validate_backbone: bool = True,
 ) -> DictConfig:
     """Build the validated config. Raises ConfigError before anything heavy happens."""
-    cfg = merge_layers(Config, config_file, overrides)
+    cfg = load_structured(Config, config_file, overrides)
     validate(cfg, validate_backbone=validate_backbone)
     return cfg
 
@@ -328,12 +325,12 @@ def _type_error_message(e: OmegaConfBaseException, schema: type = Config) -> str
     return f"{key}={value!r} has the wrong type: expected {expected}"
 
 
-def _check_choices(cfg: DictConfig, schema: type = Config, prefix: str = "") -> None:
+def check_choices(cfg: DictConfig, schema: type = Config, prefix: str = "") -> None:
     for f in dataclasses.fields(schema):
         key = f"{prefix}{f.name}"
         default = f.default_factory() if callable(f.default_factory) else None
         if dataclasses.is_dataclass(default):
-            _check_choices(cfg, type(default), key + ".")
+            check_choices(cfg, type(default), key + ".")
         elif "choices" in f.metadata:
             value = OmegaConf.select(cfg, key)
             if value not in f.metadata["choices"]:
@@ -350,7 +347,7 @@ def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
 
 
 def validate(cfg: DictConfig, validate_backbone: bool = True) -> None:
-    _check_choices(cfg)
+    check_choices(cfg)  # again: a config changed after loading (sweep cells, study eval) is checked whole
     for key in ("loss.temperature", "optim.lr", "trainer.max_steps", "trainer.batch_size", "model.max_length",
                 "eval.num_queries", "eval.num_docs", "eval.batch_tokens", "eval.depth_buckets",
                 "trainer.accumulate_grad_batches", "trainer.num_nodes", "data.num_pairs",
@@ -390,11 +387,9 @@ def validate(cfg: DictConfig, validate_backbone: bool = True) -> None:
     if cfg.model.pooling == "latent_attention" and cfg.model.latent_attention.num_latents < 1:
         raise ConfigError("model.latent_attention.num_latents must be >= 1")
     # Late imports keep `study --help` fast and avoid import cycles.
-    from study.tasks import check_task_names
 
     check_task_names(list(cfg.eval.tasks))
     if validate_backbone:
-        from study.backbones.registry import check_backbone_name
 
         check_backbone_name(cfg.model.backbone)
 

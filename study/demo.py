@@ -18,7 +18,13 @@ import logging
 import time
 from pathlib import Path
 
-from study.sweep.spec import SweepSpec, dotlist
+from study.config import load_config
+from study.pretrain import load_pretrain_config, pretrain
+from study.run_eval import run_eval
+from study.sweep import run_sweep
+from study.sweep.spec import SweepSpec, dotlist, load_spec, trial_cell
+from study.sweep.status import load_study, status_url
+from study.tasks import build_task
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +66,6 @@ def spec_backbones(spec: SweepSpec) -> list[str]:
 
 def pretrain_missing(names: list[str]) -> dict[str, float]:
     """Build the spec's pretrained backbones that do not exist yet; seconds per build (0 when cached)."""
-    from study.pretrain import load_pretrain_config, pretrain
 
     seconds = {}
     for name in names:
@@ -74,9 +79,6 @@ def pretrain_missing(names: list[str]) -> dict[str, float]:
 
 def check_setup(spec_path: Path) -> SweepSpec:
     """Everything a demo needs, checked before compute: spec, task data, backbone names (pretrained or not)."""
-    from study.config import load_config
-    from study.sweep.spec import load_spec
-    from study.tasks import build_task
 
     spec = load_spec(spec_path, validate_backbones=False)  # pretrained names may not be built yet
     cfg = load_config(None, dotlist(spec.base), validate_backbone=False)
@@ -90,7 +92,6 @@ def bm25_reference(spec: SweepSpec, study_dir: Path) -> Path:
 
     Reused only when it was made with the same evaluation settings (reference/bm25/settings.json);
     otherwise the old folder moves to reference-stale/ and BM25 runs again."""
-    from study.run_eval import run_eval
 
     out = study_dir / "reference"
     keys = {k: v for k, v in spec.base.items() if k.startswith(EVAL_KEYS)}
@@ -113,8 +114,6 @@ def failed_cells(name: str) -> int:
     """Grid cells whose every trial failed (cells only queued, left by the time budget, do not count)."""
     from optuna.trial import TrialState
 
-    from study.sweep.dispatch import trial_cell
-    from study.sweep.status import load_study, status_url
 
     states: dict[str, set] = {}
     for t in load_study(name, status_url(name, None)).get_trials(deepcopy=False):
@@ -138,8 +137,6 @@ RESERVE_MINUTES = 2.0
 def run_demo(smoke: bool = False, workers: int = 1, reports: str | Path = "reports",
              budget_minutes: float | None = 30.0) -> int:
     from analysis.report import build_report
-    from study.sweep import run_sweep
-    from study.sweep.spec import load_spec
 
     spec_path = SMOKE_SPEC if smoke else SPEC
     stages = Stages()

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from study.inputs import InputBuilder
+from study.precision import resolve_precision
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 # On a CPU, `batch_tokens` is only a ceiling: batches of about this many tokens keep a tiny backbone's
@@ -39,7 +40,6 @@ def length_batches(lengths: list[int], batch_tokens: int) -> list[np.ndarray]:
 
 def autocast(device: torch.device, precision: str):
     """Autocast for `precision`; `auto` is bf16 only where bf16 is native (study/precision.py)."""
-    from study.precision import resolve_precision
 
     dtype = AUTOCAST.get(resolve_precision(precision, device))
     if dtype is None:

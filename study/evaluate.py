@@ -19,8 +19,10 @@ from study.tasks.base import RetrievalTask
 
 log = logging.getLogger(__name__)
 
+# The metrics every evaluation reports (rows of the results table, objectives of sweeps), by name.
 MEASURES = {"ndcg_at_1": nDCG @ 1, "ndcg_at_10": nDCG @ 10, "mrr_at_10": RR @ 10, "recall_at_1": R @ 1,
             "recall_at_10": R @ 10}
+METRICS = tuple(MEASURES)
 _NAMES = {str(m): name for name, m in MEASURES.items()}
 
 

@@ -24,7 +24,10 @@ import logging
 import shutil
 from pathlib import Path
 
-from study.config import ConfigError
+from study.config import load_config
+from study.encode import encode
+from study.errors import ConfigError
+from study.inference import eval_builder, load_trained
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,6 @@ def check_exportable(mcfg, fmt: str) -> None:
 
 def export(run_dir: str | Path, out: str | Path, fmt: str = "sentence-transformers", verify: bool = True) -> dict:
     """Write `out` (must not exist or be empty); returns what was written and the verification cosine."""
-    from study.config import load_config
 
     run_dir, out = Path(run_dir), Path(out)
     if fmt not in FORMATS:
@@ -82,8 +84,6 @@ def export(run_dir: str | Path, out: str | Path, fmt: str = "sentence-transforme
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"output folder {str(out)!r} exists and is not empty; choose a new folder")
 
-    from study.model import load_trained
-    from study.train import eval_builder
 
     embedder, backbone, cfg = load_trained(run_dir)
     builder = eval_builder(cfg, backbone)
@@ -216,7 +216,6 @@ def verify_export(embedder, builder, folder: Path, texts: list[str] | None = Non
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from study.encode import encode
 
     texts = texts or CHECK_TEXTS
     ours = encode(embedder, builder, texts, precision="32-true")

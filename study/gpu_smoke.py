@@ -17,7 +17,6 @@ there is no GPU (and not --tiny).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import socket
@@ -27,6 +26,7 @@ import time
 import torch
 import torch.distributed as dist
 
+from study.losses import InfoNCE
 from study.plan import ARCHITECTURES, Arch, memory_per_gpu, si, train_flops
 
 KERNELS = {"flash": "flash", "efficient": "mem-efficient", "cudnn": "cudnn", "math": "math"}
@@ -108,7 +108,6 @@ def lora_step(device: torch.device, rank: int, world: int, tiny: bool, batch: in
     from torch.nn.parallel import DistributedDataParallel
     from transformers import AutoModel
 
-    from study.losses import InfoNCE
 
     config = model_config(tiny)
     torch.manual_seed(0)
@@ -172,20 +171,16 @@ def planned_memory(arch: Arch, batch: int, length: int, query_length: int, dtype
     return memory_per_gpu(arch, cfg, [(batch, query_length), (2 * batch, length)], 1, name)["total"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m study.gpu_smoke", description=__doc__.split("\n\n")[0])
-    p.add_argument("--tiny", action="store_true", help="tiny shapes on CPU (what the tests run)")
-    p.add_argument("--length", type=int, help="document tokens in the LoRA step (default 4096; --tiny 64)")
-    p.add_argument("--batch", type=int, default=4, help="queries per GPU; each has a positive and a hard negative")
-    args = p.parse_args(argv)
-    if not args.tiny and not torch.cuda.is_available():
+def run(tiny: bool = False, length: int | None = None, batch: int = 4) -> int:
+    """`study gpu-smoke` (argv is parsed in study/cli.py): 0 all checks passed, 1 a check failed, 3 no GPU."""
+    if not tiny and not torch.cuda.is_available():
         build = "a CPU build of torch" if torch.version.cuda is None else f"torch {torch.__version__}, CUDA {torch.version.cuda}"
         print(f"gpu-smoke: no CUDA GPU visible to this process ({build}); nothing to check here. "
               "On a GPU machine install a CUDA build of torch; --tiny runs the code path on CPU.", file=sys.stderr)
         return 3
-    length = args.length or (64 if args.tiny else 4096)
-    device_type = "cpu" if args.tiny else "cuda"
-    rank, local_rank, world = _init_group("gloo" if args.tiny else "nccl")
+    length = length or (64 if tiny else 4096)
+    device_type = "cpu" if tiny else "cuda"
+    rank, local_rank, world = _init_group("gloo" if tiny else "nccl")
     device = torch.device(device_type, local_rank) if device_type == "cuda" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -194,11 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (--tiny)"
         say(rank, f"gpu-smoke: {world} x {name}, torch {torch.__version__}, CUDA {torch.version.cuda}")
-        b = check_bf16(device, 256 if args.tiny else 8192)
+        b = check_bf16(device, 256 if tiny else 8192)
         ok &= b["ok"]
         say(rank, f"1 bf16: native={b['native']} matmul rel. error vs fp32 {b['relative_error']:.1e}, "
                   f"{b['tflops']:.1f} TFLOP/s {'OK' if b['ok'] else 'FAILED'}")
-        heads, hd = (4, 16) if args.tiny else (28, 128)
+        heads, hd = (4, 16) if tiny else (28, 128)
         kernels = {m: sdpa_kernel(device, heads, hd, length, m, dtype) for m in (False, True)}
         say(rank, f"2 sdpa kernel ({dtype}, {heads} heads x {hd}, {length} tokens): no mask -> {kernels[False]}, "
                   f"padding mask -> {kernels[True]}")
@@ -208,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         say(rank, f"3 DDP ({dist.get_backend()}): all-reduce over {world} ranks = {total.item():.0f} "
                   f"{'OK' if total.item() == world else 'FAILED'}")
         try:
-            r = lora_step(device, rank, world, args.tiny, args.batch, length, 64 if not args.tiny else 16, dtype)
+            r = lora_step(device, rank, world, tiny, batch, length, 64 if not tiny else 16, dtype)
         except torch.OutOfMemoryError:
-            say(rank, f"4 LoRA step: out of GPU memory at {args.batch} x {length} tokens per GPU; retry with "
+            say(rank, f"4 LoRA step: out of GPU memory at {batch} x {length} tokens per GPU; retry with "
                       "--length 2048 or --batch 2 (and read `study plan` for what fits)")
             return 1
         ok &= r["finite"]
@@ -219,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"tokens/s, {r['tflops_per_gpu']:.0f} TFLOP/s per GPU {'OK' if r['finite'] else 'FAILED (loss not finite)'}")
         peaks = [None] * world
         dist.all_gather_object(peaks, r["peak_bytes"])
-        plan = planned_memory(r["arch"], args.batch, length, 64 if not args.tiny else 16, dtype)
+        plan = planned_memory(r["arch"], batch, length, 64 if not tiny else 16, dtype)
         say(rank, "5 memory: peak allocated per GPU " + ", ".join(f"{i}: {b / 1e9:.2f} GB" for i, b in enumerate(peaks))
             + f"; study/plan.py estimate {plan / 1e9:.2f} GB" + (" (CPU: not measured)" if device.type == "cpu" else ""))
         say(rank, "gpu-smoke: " + ("all checks passed" if ok else "SOME CHECKS FAILED"))
@@ -227,6 +222,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         dist.destroy_process_group()
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,6 +23,12 @@ from dataclasses import dataclass
 
 import torch
 
+# How much of a document the model reads and how (docs/encodings.md): full = the text once (truncated);
+# echo = the text twice, pooled over the second copy; chunked = documents split into windows encoded as one
+# batch and aggregated by study/model.py (mean) or study/encode.py (max); queries are never chunked.
+ENCODINGS = ("full", "echo", "chunked")
+CHUNK_AGGREGATES = ("mean", "max")
+
 
 def mask_token_id(tokenizer) -> tuple[int, str]:
     """The id appended by model.pooling=mask_tokens and which token it is.

@@ -28,6 +28,8 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
+from study.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 # Set by study/trial_group.py on the processes of a trial group it starts itself.
@@ -112,7 +114,6 @@ def devices_count(devices: str, accelerator: str = "auto") -> int:
     try:
         return max(1, int(value))
     except ValueError:
-        from study.config import ConfigError
 
         raise ConfigError(f"trainer.devices={devices!r} is not valid; give a count (2), a list of ids ([0,1]), "
                           "auto or -1") from None

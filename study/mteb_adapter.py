@@ -26,6 +26,10 @@ from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.types import PromptType
 
+from study.embedding_cache import run_cache
+from study.encode import encode
+from study.inference import eval_builder, load_embedder, load_trained
+
 
 def _instruction_template(instruction: str, prompt_type: PromptType | None) -> str:
     instruction = instruction.strip().rstrip(".:").rstrip()
@@ -69,14 +73,11 @@ class StudyEncoder(AbsEncoder):
     @classmethod
     def from_run(cls, run_dir: str | Path, cache: bool = False, **kwargs: Any) -> "StudyEncoder":
         """A finished run; `cache=True` stores corpus embeddings under <run>/embeddings/ for cheap re-runs."""
-        from study.model import load_trained
-        from study.train import eval_builder
 
         run_dir = Path(run_dir)
         embedder, backbone, cfg = load_trained(run_dir)
         store = None
         if cache:
-            from study.embedding_cache import run_cache
 
             store = run_cache(run_dir, embedder, cfg.model)
         kwargs.setdefault("use_instructions", cfg.model.use_instructions)
@@ -88,12 +89,8 @@ class StudyEncoder(AbsEncoder):
     @classmethod
     def from_config(cls, cfg, **kwargs: Any) -> "StudyEncoder":
         """An untrained/off-the-shelf backbone described by config keys (model.backbone, attention, pooling)."""
-        from study.backbones import load_backbone
-        from study.model import build_embedder
-        from study.train import eval_builder
 
-        backbone = load_backbone(cfg.model, seed=cfg.seed)
-        embedder = build_embedder(backbone, cfg.model)
+        embedder, backbone = load_embedder(cfg)
         kwargs.setdefault("use_instructions", cfg.model.use_instructions)
         kwargs.setdefault("batch_tokens", cfg.eval.batch_tokens)
         kwargs.setdefault("precision", cfg.eval.precision)
@@ -111,7 +108,6 @@ class StudyEncoder(AbsEncoder):
 
     def encode(self, inputs, *, task_metadata, hf_split: str, hf_subset: str,
                prompt_type: PromptType | None = None, **kwargs: Any) -> np.ndarray:
-        from study.encode import encode
 
         texts = [text for batch in inputs for text in batch["text"]]
         return encode(self.model, self.builder, texts, self.instruction_for(task_metadata, prompt_type),

@@ -50,7 +50,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from study.config import ConfigError, load_config
+from study.backbones.registry import resolve_backbone
+from study.backbones.tiny import tiny_config
+from study.backbones.tokenizer import tiny_tokenizer
+from study.bench import matmul_peak
+from study.config import load_config
+from study.errors import ConfigError
+from study.launch import devices_count
+from study.precision import resolve_precision
+from study.sweep.spec import load_spec
 
 # Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, and memory in GB.
 PEAK_TFLOPS = {"h100": ("H100 SXM", 989.0, 80), "h200": ("H200", 989.0, 141), "a100": ("A100 80GB", 312.0, 80),
@@ -103,12 +111,9 @@ def _hf_config(model_cfg):
     """The backbone's transformers config, from the tiny recipe, a folder, the HF cache or ARCHITECTURES."""
     import transformers
 
-    from study.backbones.registry import resolve_backbone
 
     spec = resolve_backbone(model_cfg.backbone)
     if spec.is_tiny:
-        from study.backbones.tiny import tiny_config
-        from study.backbones.tokenizer import tiny_tokenizer
 
         return tiny_config(spec.source.split(":", 1)[1], tiny_tokenizer())
     if Path(spec.source).is_dir():
@@ -260,15 +265,12 @@ def peak_flops(gpu: str, cfg: DictConfig | None = None) -> float:
         return peak * 1e12
     import torch
 
-    from study.bench import matmul_peak
-    from study.precision import resolve_precision
 
     bf16 = resolve_precision(cfg.trainer.precision if cfg is not None else "auto", "cpu") != "32-true"
     return matmul_peak(dtype=torch.bfloat16 if bf16 else torch.float32) * 1e9
 
 
 def _weight_dtype(cfg: DictConfig) -> str:
-    from study.backbones.registry import resolve_backbone
 
     if cfg.model.dtype != "auto":
         return cfg.model.dtype
@@ -278,7 +280,6 @@ def _weight_dtype(cfg: DictConfig) -> str:
 
 def plan_config(cfg: DictConfig, gpu: str = "h100", utilization: float = 0.4, query_tokens: int = QUERY_TOKENS,
                 doc_tokens: int | None = None, label: str = "", peak: float | None = None) -> CellPlan:
-    from study.launch import devices_count
 
     if not 0 < utilization <= 1:
         raise ConfigError(f"--utilization {utilization} must be in (0, 1]")
@@ -319,7 +320,6 @@ def plan_file(path: str | Path, overrides: list[str] = (), gpu: str = "h100", ut
     if not is_sweep_file(path):
         cfg = load_config(path, overrides)
         return [plan_config(cfg, **kw, peak=peak_flops(gpu, cfg))]
-    from study.sweep.spec import load_spec
 
     spec = load_spec(path)
     cells = spec.cells() if spec.grid else [{"seed": spec.seeds[0]}]

@@ -6,7 +6,7 @@ Pooling does). The pool mask is the attention mask, minus the instruction
 tokens when `model.exclude_instruction` is set, or only the second copy under
 `model.encoding=echo`. All modes are vectorised.
 
-Modes (the names of config.POOLINGS):
+Modes (POOLINGS below, the one list of their names):
     mean             mean of the pooled token states
     last_token       the last pooled token (the appended EOS for decoders)
     first_token      the first pooled token ([CLS] for encoders)
@@ -22,7 +22,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from study.config import POOLINGS
+POOLINGS = ("mean", "last_token", "first_token", "weighted_mean", "latent_attention", "mask_tokens")
+# Under causal attention appended mask tokens see the text but the text never sees them: last-token pooling
+# with extra steps, so config validation refuses these with causal attention.
+BIDIRECTIONAL_ONLY_POOLINGS = ("mask_tokens",)
 
 
 def _first_index(mask: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,10 @@ from __future__ import annotations
 import torch
 
 AUTO = "auto"
+# trainer.precision / eval.precision (Lightning's names); auto resolves per machine (resolve_precision)
+PRECISIONS = (AUTO, "32-true", "bf16-mixed", "16-mixed", "bf16-true")
+# A plain training loop (study pretrain) runs autocast or fp32 only.
+LOOP_PRECISIONS = (AUTO, "bf16-mixed", "32-true")
 
 
 def native_bf16(device: torch.device | str) -> bool:

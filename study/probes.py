@@ -26,7 +26,6 @@ training results stay in results.parquet) and to a W&B run with job_type `probe`
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -38,7 +37,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from study.config import ConfigError
+from study.config import load_config, to_container
+from study.encode import autocast
+from study.errors import ConfigError
+from study.inference import eval_builder, load_embedder, load_trained
+from study.precision import PRECISIONS
+from study.results import make_table, run_identity, write_table
+from study.tasks.synthetic import needle
+from study.tracking import finish, open_run
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +109,6 @@ def parse_settings(overrides: list[str]) -> ProbeSettings:
             raise ConfigError(f"probe.{key}={getattr(s, key)} must be >= 1")
     if s.window < 0:
         raise ConfigError(f"probe.window={s.window} must be >= 0 (0 = the whole side)")
-    from study.config import PRECISIONS
 
     if s.precision not in PRECISIONS:
         raise ConfigError(f"probe.precision={s.precision!r} is not valid; choose one of: {', '.join(PRECISIONS)}")
@@ -115,7 +120,6 @@ def parse_settings(overrides: list[str]) -> ProbeSettings:
 
 def probe_documents(builder, settings: ProbeSettings) -> dict[int, list[tuple[str, list[int]]]]:
     """{length: [(doc_id, full id sequence of exactly `length` tokens or fewer)]}, real text."""
-    from study.tasks.synthetic import needle
 
     usable = [n for n in settings.lengths if n <= builder.max_length]
     skipped = sorted(set(settings.lengths) - set(usable))
@@ -144,7 +148,6 @@ def _hf_model(backbone):
 
 
 def _autocast(precision: str, device):
-    from study.encode import autocast
 
     return autocast(torch.device(device), precision)
 
@@ -273,7 +276,6 @@ def probe_embedder(embedder, builder, settings: ProbeSettings, device="cpu") -> 
 
 def to_table(rows: list[dict], identity: dict) -> pd.DataFrame:
     """The results-table schema plus `layer` (attention rows; null = averaged over layers or not per layer)."""
-    from study.results import make_table
 
     table = make_table(rows, {"study": "", "trial": -1, **identity})  # keeps the order of `rows`
     table["layer"] = pd.array([r.get("layer") for r in rows], dtype="Int64")
@@ -291,10 +293,8 @@ def summary_text(table: pd.DataFrame) -> str:
 
 def _load(run: str | None, rest: list[str]):
     """(embedder, backbone, cfg, out_dir, identity) for a run folder or an untrained backbone config."""
-    from study.config import load_config
 
     if run is not None:
-        from study.model import load_trained
 
         run_dir = Path(run)
         bad = [o for o in rest if not o.startswith("wandb.")]
@@ -313,12 +313,9 @@ def _load(run: str | None, rest: list[str]):
             first = pd.read_parquet(results, columns=["study", "trial", "run_id", "run_name"]).iloc[0]
             identity.update(study=first.study, trial=int(first.trial), run_id=first.run_id, run_name=first.run_name)
         return embedder, backbone, cfg, run_dir, identity
-    from study.backbones import load_backbone
-    from study.model import build_embedder
 
     cfg = load_config(None, rest)
-    backbone = load_backbone(cfg.model, seed=cfg.seed)
-    embedder = build_embedder(backbone, cfg.model)
+    embedder, backbone = load_embedder(cfg)
     name = cfg.run_name or (f"probe-{Path(cfg.model.backbone).name}-{cfg.model.attention}-{cfg.model.pooling}"
                             f"-s{cfg.seed}")
     return embedder, backbone, cfg, Path(cfg.output_dir) / name, {"run_name": name, "run_id": uuid.uuid4().hex[:8]}
@@ -326,8 +323,6 @@ def _load(run: str | None, rest: list[str]):
 
 def run_probes(run: str | None, overrides: list[str]) -> ProbeResult:
     """`study probe`: parse, load, probe, write <out>/probes.parquet (appended) and a W&B probe run."""
-    from study.results import write_table
-    from study.train import eval_builder
 
     settings = parse_settings([o for o in overrides if o.startswith("probe.")])
     rest = [o for o in overrides if not o.startswith("probe.")]
@@ -337,9 +332,7 @@ def run_probes(run: str | None, overrides: list[str]) -> ProbeResult:
     embedder, backbone, cfg, out_dir, identity = _load(run, rest)
     builder = eval_builder(cfg, backbone)
     rows = probe_embedder(embedder, builder, settings)
-    identity = {"study": "", "trial": -1, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "backbone": cfg.model.backbone, "encoding": cfg.model.encoding, "attention": cfg.model.attention,
-                "pooling": cfg.model.pooling, "seed": cfg.seed, **identity}
+    identity = run_identity(identity.pop("run_id"), identity.pop("run_name"), cfg.seed, cfg.model, **identity)
     table = to_table(rows, identity)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / TABLE
@@ -351,19 +344,10 @@ def run_probes(run: str | None, overrides: list[str]) -> ProbeResult:
 
 
 def _log_wandb(cfg, out_dir: Path, identity: dict, settings: ProbeSettings, table: pd.DataFrame) -> None:
-    import wandb
-
-    from study.config import to_container
-    from study.tracking import wandb_dir, wandb_mode
-
-    run = wandb.init(
-        project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group,
-        name=f"{identity['run_name']}-probe", job_type="probe", dir=str(wandb_dir(out_dir)), mode=wandb_mode(cfg),
-        tags=list(cfg.wandb.tags), config={**to_container(cfg), "probe": dataclasses.asdict(settings),
-                                           "probed_run_id": identity["run_id"]},
-        settings=wandb.Settings(console="off", x_disable_stats=True, silent=True), reinit="create_new",
-    )
+    run = open_run(cfg, out_dir, uuid.uuid4().hex[:8], f"{identity['run_name']}-probe", job_type="probe",
+                   config={**to_container(cfg), "probe": dataclasses.asdict(settings),
+                           "probed_run_id": identity["run_id"]})
     agg = table[table.query_id.isna() & table.layer.isna() & table.depth.isna()]
-    run.summary.update({f"{r.task}/{int(r.length)}/{r.metric}": r.value for r in agg.itertuples()})
-    run.log({"probe/results": wandb.Table(dataframe=table[table.query_id.isna()].astype(str))})
-    run.finish()
+    summary = {f"{r.task}/{int(r.length)}/{r.metric}": r.value for r in agg.itertuples()}
+    finish(run, out_dir, summary=summary, tables={"probe/results": table[table.query_id.isna()].astype(str)},
+           pointer_file=None)

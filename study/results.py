@@ -9,8 +9,8 @@ table is the union of its trials' tables.
 | study | sweep name ("" for single runs) |
 | trial | Optuna trial number (-1 if none) |
 | run_id, run_name, created_at | identity of the run (created_at: UTC ISO time) |
-| backbone, encoding, attention, pooling, seed | the ablation (config names model.backbone, model.encoding, model.attention, ...; encoding: full, echo or chunked, docs/encodings.md) |
-| <dotted config key> | every swept parameter, as its own column (e.g. optim.lr) |
+| backbone, encoding, attention, pooling, seed | the ablation: config keys model.backbone, model.encoding, model.attention, model.pooling, seed (ABLATION_KEYS below, the one mapping; encoding: full, echo or chunked, docs/encodings.md) |
+| <dotted config key> | every other swept parameter, as its own column (e.g. optim.lr); a swept ablation key is its ablation column only |
 | task | passkey, needle, ... (pretrain for pretraining curves) |
 | length | target document length in tokens (null if not applicable) |
 | depth | relative position of the answer in the document, 0..1 (per-query rows; null if unknown) |
@@ -30,10 +30,16 @@ Analysis should compute from per-query rows; aggregates are for quick looks.
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import os
 from pathlib import Path
 
 import pandas as pd
+
+from study.paths import file_lock
+
+log = logging.getLogger(__name__)
 
 IDENTITY = ["study", "trial", "run_id", "run_name", "created_at"]
 ABLATION = ["backbone", "encoding", "attention", "pooling", "seed"]
@@ -48,6 +54,33 @@ DTYPES = {
     "answer_visible": "boolean",
 }
 TABLE = "results.parquet"
+# The ablation columns and the config keys (CLI, sweep spaces, Optuna params, W&B config) they hold.
+ABLATION_KEYS = {"backbone": "model.backbone", "encoding": "model.encoding", "attention": "model.attention",
+                 "pooling": "model.pooling", "seed": "seed"}
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_identity(run_id: str, run_name: str, seed: int, model=None, **given) -> dict:
+    """The identity and ablation columns of a run's rows, for every producer (train, eval, probes, pretrain).
+
+    `model`: the run's `model` config, whose backbone/encoding/attention/pooling fill the ablation columns;
+    without it (BM25, pretraining) they come in `given`, which also sets `study` and `trial` for sweep trials.
+    """
+    row = {"study": "", "trial": -1, "run_id": run_id, "run_name": run_name, "created_at": utc_now(), "seed": seed}
+    if model is not None:
+        row.update({col: model[key.split(".", 1)[1]] for col, key in ABLATION_KEYS.items() if key.startswith("model.")})
+    unknown = set(given) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"run_identity: {sorted(unknown)} are not identity or ablation columns")
+    return {**row, **given}
+
+
+def swept_columns(params: dict) -> dict:
+    """A sweep trial's parameters that are not ablation columns already: its extra table columns."""
+    return {k: v for k, v in params.items() if k not in ABLATION_KEYS.values()}
 
 
 def make_table(rows: list[dict], identity: dict, extra: dict | None = None) -> pd.DataFrame:
@@ -88,3 +121,25 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
     if not frames:
         raise FileNotFoundError(f"no {TABLE} under {', '.join(map(str, paths))}")
     return pd.concat(frames, ignore_index=True)
+
+
+def union_table(study_dir: Path, tables: list[tuple[object, Path]]) -> Path | None:
+    """<study_dir>/results.parquet = the union of the first readable table of each key, in order, written
+    under a lock (sweep workers race). A table that cannot be read is skipped with a warning: another run's bad
+    file never fails this one, nor `study status`."""
+    frames, keys = [], set()
+    for key, path in tables:
+        if key in keys:
+            continue
+        try:
+            frames.append(pd.read_parquet(path))
+        except Exception as e:  # noqa: BLE001 - corrupt, missing, unreadable
+            log.warning("study table: skipping %s: it cannot be read (%s)", path, type(e).__name__)
+            continue
+        keys.add(key)
+    if not frames or not study_dir.is_dir():
+        return None
+    with file_lock(study_dir / ".results.lock"):
+        table = pd.concat(frames, ignore_index=True)
+        table = table.sort_values(["trial", "task"], kind="stable").reset_index(drop=True)
+        return write_table(table, study_dir / TABLE)

@@ -25,9 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from study.config import ConfigError
+from study.bm25 import NAME as BM25
+from study.bm25 import evaluate_bm25
+from study.config import load_config, save_config
+from study.embedding_cache import EmbeddingCache, model_key, run_cache
+from study.errors import ConfigError
+from study.evaluate import summary as summarize
+from study.inference import build_tasks, evaluate_embedder, load_embedder
+from study.paths import cache_dir
+from study.results import TABLE, make_table, run_identity, write_table
+from study.tracking import finish_with_results, make_logger
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +78,6 @@ def _new_dir(parent: Path, name: str) -> Path:
 
 def resolve(target: str | None, overrides: list[str], config_file: str | None = None):
     """(mode, cfg, run_dir): mode is 'run', 'model' or 'bm25'. Validates everything before compute."""
-    from study.config import load_config
-
     overrides = normalize_overrides(list(overrides))
     if target == "bm25":
         cfg = load_config(config_file, overrides, validate_backbone=False)
@@ -112,8 +120,6 @@ def eval_dir_for(mode: str, cfg: DictConfig, run_dir: Path | None) -> Path:
 
 
 def _source_run_id(run_dir: Path) -> str | None:
-    from study.results import TABLE
-
     try:
         ids = pd.read_parquet(run_dir / TABLE, columns=["run_id"]).run_id.dropna()
         return str(ids.iloc[0]) if len(ids) else None
@@ -121,84 +127,46 @@ def _source_run_id(run_dir: Path) -> str | None:
         return None
 
 
-def _load_model(mode: str, cfg: DictConfig, run_dir: Path | None):
-    if mode == "run":
-        from study.model import load_trained
-
-        embedder, backbone, _ = load_trained(run_dir)
-        return embedder, backbone
-    from study.backbones import load_backbone
-    from study.model import build_embedder
-
-    backbone = load_backbone(cfg.model, seed=cfg.seed)  # verifies the attention direction
-    if cfg.model.pooling == "latent_attention":
-        log.warning("model.pooling=latent_attention on an untrained model: the latent layer is random")
-    return build_embedder(backbone, cfg.model), backbone
-
-
 def _embedding_cache(mode: str, run_dir: Path | None, embedder, cfg: DictConfig):
     """Re-evaluating the same model re-encodes nothing: a run's cache is <run>/embeddings/, an
     off-the-shelf model's is under the study cache; both keyed by weights and every model setting."""
-    from study.embedding_cache import EmbeddingCache, model_key, run_cache
-    from study.paths import cache_dir
-
     if mode == "run":
         return run_cache(run_dir, embedder, cfg.model)
     return EmbeddingCache(cache_dir() / "embeddings", model_key(embedder, cfg.model))
 
 
 def run_eval(target: str | None, overrides: list[str], config_file: str | None = None) -> EvalResult:
-    import torch
-
-    from study.config import save_config
-    from study.evaluate import summary as summarize
-    from study.results import TABLE, make_table, write_table
-    from study.tasks import build_task
-    from study.tracking import finish, make_logger
-
     mode, cfg, run_dir = resolve(target, overrides, config_file)
-    tasks = [build_task(name, cfg.eval) for name in cfg.eval.tasks]  # missing data fails here, before the model
+    tasks = build_tasks(cfg)  # missing data fails here, before the model
     # A backbone that cannot be loaded (a hub id offline) is refused before the evaluation folder exists.
-    embedder, backbone = _load_model(mode, cfg, run_dir) if mode != "bm25" else (None, None)
+    embedder, backbone = load_embedder(cfg, run_dir) if mode != "bm25" else (None, None)
     out = eval_dir_for(mode, cfg, run_dir)
     OmegaConf.set_readonly(cfg, False)
     cfg.wandb.job_type = "eval"
     save_config(cfg, out / "config.yaml")
 
     t0 = time.perf_counter()
-    rows = []
     if mode == "bm25":
-        from study.bm25 import NAME, evaluate_bm25
-
-        for task in tasks:
-            rows += evaluate_bm25(task, cfg.eval.depth_buckets)
-        ablation = {"backbone": NAME, "encoding": None, "attention": None, "pooling": None, "seed": cfg.seed}
+        rows = [row for task in tasks for row in evaluate_bm25(task, cfg.eval.depth_buckets)]
+        ablation = {"backbone": BM25, "encoding": None, "attention": None, "pooling": None}
         info = {"model": "bm25s", "k1": 1.5, "b": 0.75}
     else:
-        from study.train import evaluate_embedder
-
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         embedder.to(device)
         rows = evaluate_embedder(cfg, embedder, backbone, device, tasks, _embedding_cache(mode, run_dir, embedder, cfg))
-        ablation = {"backbone": cfg.model.backbone, "encoding": cfg.model.encoding, "attention": cfg.model.attention,
-                    "pooling": cfg.model.pooling,
-                    "seed": cfg.seed}
+        ablation = {}
         info = dict(backbone.info)
     seconds = time.perf_counter() - t0
 
     wandb_id = uuid.uuid4().hex[:8]
     run_name = (cfg.run_name if mode == "run" else None) or out.name
-    identity = {"study": "", "trial": -1, "run_id": (_source_run_id(run_dir) if mode == "run" else None) or wandb_id,
-                "run_name": run_name, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                **ablation}
-    table = make_table(rows, identity)
+    run_id = (_source_run_id(run_dir) if mode == "run" else None) or wandb_id
+    table = make_table(rows, run_identity(run_id, run_name, cfg.seed, None if mode == "bm25" else cfg.model, **ablation))
     write_table(table, out / TABLE)
     scores = summarize(rows)
+    backbone_name = BM25 if mode == "bm25" else cfg.model.backbone
     logger = make_logger(cfg, out, wandb_id, f"{run_name}/{out.name}" if mode == "run" else out.name,
-                         extra_config={"eval_of": str(run_dir) if run_dir else ablation["backbone"], "model_info": info})
-    metrics = {**{f"eval/{k}": v for k, v in scores.items()}, "time/eval_seconds": seconds}
-    logger.log_metrics(metrics, step=0)
-    aggregates = table[table.query_id.isna()].drop(columns=["query_id", "depth"])
-    finish(logger, out, summary=metrics, tables={"eval/results": aggregates.astype(str)}, results_file=out / TABLE)
-    log.info("evaluated %s on %s in %.0fs -> %s", ablation["backbone"], ", ".join(cfg.eval.tasks), seconds, out)
+                         extra_config={"eval_of": str(run_dir) if run_dir else backbone_name, "model_info": info})
+    finish_with_results(logger, out, table, {**{f"eval/{k}": v for k, v in scores.items()}, "time/eval_seconds": seconds})
+    log.info("evaluated %s on %s in %.0fs -> %s", backbone_name, ", ".join(cfg.eval.tasks), seconds, out)
     return EvalResult(out, table, scores)

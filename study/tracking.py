@@ -8,12 +8,19 @@ later with `wandb sync <dir>/wandb/offline-run-*`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
+import wandb
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 
 from study.config import to_container
+from study.interrupts import from_exception
+from study.results import TABLE
+
+log = logging.getLogger(__name__)
 
 
 def wandb_mode(cfg: DictConfig) -> str:
@@ -26,40 +33,47 @@ def wandb_dir(run_dir: Path) -> Path:
     return path
 
 
-def make_logger(cfg: DictConfig, run_dir: Path, run_id: str, name: str, extra_config: dict | None = None,
-                tags: list[str] | None = None):
-    """Lightning's WandbLogger with our naming; its experiment is created lazily by Lightning."""
-    import wandb
-    from lightning.pytorch.loggers import WandbLogger
-
-    config = to_container(cfg)
-    if extra_config:
-        config.update(extra_config)
-    return WandbLogger(
-        name=name,
+def open_run(cfg: DictConfig, run_dir: Path, run_id: str, name: str, *, job_type: str | None = None,
+             config: dict | None = None, tags: list[str] | tuple = ()):
+    """Open a W&B run: the one place that does, for every producer (train and eval through make_logger,
+    probes, pretraining). `config` defaults to the whole resolved config; files go under run_dir unless
+    WANDB_DIR says otherwise; `finish` closes it."""
+    return wandb.init(
         id=run_id,
-        save_dir=str(wandb_dir(run_dir)),  # explicit: WandbLogger's default '.' would override WANDB_DIR
+        name=name,
         project=cfg.wandb.project,
         entity=cfg.wandb.entity,
         group=cfg.wandb.group,
-        tags=list(cfg.wandb.tags) + list(tags or []),
-        job_type=cfg.wandb.job_type,
+        job_type=job_type or cfg.wandb.job_type,
+        tags=list(cfg.wandb.tags) + list(tags),
+        config=to_container(cfg) if config is None else config,
+        dir=str(wandb_dir(run_dir)),
         mode=wandb_mode(cfg),
-        config=config,
+        reinit="create_new",  # several runs in one process (a sweep worker, probes after training)
         settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
     )
 
 
-def finish(logger, run_dir: Path, summary: dict | None = None, tables: dict | None = None,
-           exit_code: int = 0, extra_tags: list[str] | None = None, results_file: Path | None = None) -> None:
-    """Write final metrics, a pointer file next to the results, and close the run.
+def make_logger(cfg: DictConfig, run_dir: Path, run_id: str, name: str, extra_config: dict | None = None,
+                tags: list[str] | None = None) -> WandbLogger:
+    """Lightning's WandbLogger around the run `open_run` opened (Lightning then logs into it)."""
+    run = open_run(cfg, run_dir, run_id, name, config={**to_container(cfg), **(extra_config or {})}, tags=tags or ())
+    if getattr(run, "define_metric", None):  # what WandbLogger does for runs it opens itself
+        run.define_metric("trainer/global_step")
+        run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+    return WandbLogger(experiment=run, save_dir=str(wandb_dir(run_dir)))
+
+
+def finish(run, run_dir: Path, summary: dict | None = None, tables: dict | None = None,
+           exit_code: int = 0, extra_tags: list[str] | None = None, results_file: Path | None = None,
+           pointer_file: str | None = "wandb.json") -> None:
+    """Write final metrics, a pointer file next to the results, and close the run (a W&B run from `open_run`,
+    or the WandbLogger from `make_logger`).
 
     `results_file` (the run's results.parquet) is logged as an artifact of type `results`, so the
     analysis can rebuild per-query rows -- and so intervals over queries -- from W&B alone.
     """
-    import wandb
-
-    run = logger.experiment
+    run = getattr(run, "experiment", run)
     if extra_tags:
         run.tags = tuple(run.tags or ()) + tuple(extra_tags)
     if summary:
@@ -79,25 +93,31 @@ def finish(logger, run_dir: Path, summary: dict | None = None, tables: dict | No
         "mode": wandb_mode_of(run),
         "dir": str(Path(run.dir).parent) if run.dir else None,
     }
-    (run_dir / "wandb.json").write_text(json.dumps(pointer, indent=2))
+    if pointer_file:  # None for runs that share a run folder with its own W&B run (probes)
+        (run_dir / pointer_file).write_text(json.dumps(pointer, indent=2))
     run.finish(exit_code=exit_code)
 
 
-def finish_failed(logger, run_dir: Path, error: BaseException) -> None:
+def finish_with_results(logger: WandbLogger, run_dir: Path, table, metrics: dict, step: int = 0) -> None:
+    """The end of a finished run (training or evaluation): its metrics, its aggregate rows as a W&B table and
+    its results table as an artifact; then the run closes."""
+    logger.log_metrics(metrics, step=step)
+    aggregates = table[table.query_id.isna()].drop(columns=["query_id", "depth"])
+    finish(logger, run_dir, summary=metrics, tables={"eval/results": aggregates.astype(str)},
+           results_file=run_dir / TABLE)
+
+
+def finish_failed(run, run_dir: Path, error: BaseException) -> None:
     """Close the W&B run of a run that did not finish, tagged by why: `pruned` (exit code 0), `interrupted`
     (SIGINT/SIGTERM) or `failed`; only finished runs are results (`study status NAME --wandb-dirs`)."""
-    from study.interrupts import from_exception
-
-    if not logger:
+    if not run:
         return
     pruned = type(error).__name__ == "TrialPruned"
     why = "pruned" if pruned else "interrupted" if from_exception(error) else "failed"
     try:
-        finish(logger, run_dir, exit_code=0 if pruned else 1, extra_tags=[why], summary={"state": why})
+        finish(run, run_dir, exit_code=0 if pruned else 1, extra_tags=[why], summary={"state": why})
     except Exception as e:  # noqa: BLE001 - never hide the run's own error behind a W&B one
-        import logging
-
-        logging.getLogger(__name__).warning("could not close the W&B run: %s", e)
+        log.warning("could not close the W&B run: %s", e)
 
 
 def wandb_mode_of(run) -> str:

@@ -7,19 +7,37 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
+import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pandas as pd
 import torch
 from omegaconf import DictConfig
+from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.utils.data import DataLoader, RandomSampler
+from transformers import get_scheduler
 
 from study import interrupts
-from study.config import ConfigError, save_config
+from study.backbones.loading import load_backbone
+from study.config import save_config
+from study.data.pairs import load_pairs
+from study.errors import ConfigError
+from study.evaluate import summary as summarize
+from study.inference import build_tasks, evaluate_embedder, save_model
+from study.inputs import builder_from_config
 from study.launch import is_side_effect_process, placement
+from study.losses import InfoNCE
+from study.model import build_embedder
+from study.module import ContrastiveModule
+from study.paths import writable_dir
+from study.precision import resolve_precision, training_device
+from study.results import TABLE, make_table, run_identity, write_table
+from study.tracking import finish_failed, finish_with_results, make_logger
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +64,6 @@ def default_run_name(cfg: DictConfig) -> str:
 def plan_run_dir(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     """Choose the run folder and check it can be made, creating nothing: a finished run is never touched,
     an output_dir that is a file or cannot be written is refused (ConfigError)."""
-    from study.paths import writable_dir
-
     if run_dir is None:
         if cfg.run_name is None:
             cfg.run_name = default_run_name(cfg)
@@ -84,16 +100,12 @@ def prepare_outputs(cfg: DictConfig, run_dir: Path | None = None) -> Path:
 def run_logger(cfg: DictConfig, run_dir: Path, run_id: str, run_name: str, extra_config: dict,
                tags: list[str] | None):
     """The run's W&B logger on rank 0; False (no logger, no W&B files) on the other ranks."""
-    from study.tracking import make_logger
-
     if not is_side_effect_process():
         return False
     return make_logger(cfg, run_dir, run_id, run_name, extra_config=extra_config, tags=tags)
 
 
 def optimizer_factory(ocfg, max_steps: int):
-    from transformers import get_scheduler
-
     schedule = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[ocfg.scheduler]
 
     def make(params):
@@ -141,10 +153,6 @@ class PairCollator:
 
 
 def dataloaders(cfg: DictConfig, builder):
-    from torch.utils.data import DataLoader, RandomSampler
-
-    from study.data.pairs import load_pairs
-
     pairs = load_pairs(cfg.data)
     if len(pairs["train"]) < cfg.trainer.batch_size:  # drop_last: not one batch, so 0 optimizer steps
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is larger than the {len(pairs['train'])} "
@@ -166,48 +174,6 @@ def dataloaders(cfg: DictConfig, builder):
     return train, val
 
 
-def eval_builder(cfg: DictConfig, backbone):
-    from study.inputs import builder_from_config
-
-    limit = cfg.eval.max_length or backbone.max_positions or 1 << 20
-    return builder_from_config(backbone.tokenizer, min(limit, backbone.max_positions or limit), backbone.padding_side,
-                               cfg.model)
-
-
-def warn_truncation(cfg: DictConfig, backbone) -> None:
-    """One log line when a requested evaluation length exceeds what the backbone can encode: those documents
-    are truncated (each per-query row records encoded_length and answer_visible)."""
-    positions = backbone.max_positions
-    requested = max([*cfg.eval.lengths, cfg.eval.max_length or 0])
-    if positions and requested > positions:
-        log.warning("backbone %s has %d positions but evaluation asks for %d tokens (eval.lengths=%s, "
-                    "eval.max_length=%s): documents are truncated to %d tokens; see encoded_length and "
-                    "answer_visible in the results", cfg.model.backbone, positions, requested,
-                    list(cfg.eval.lengths), cfg.eval.max_length, positions)
-
-
-def build_tasks(cfg: DictConfig) -> list:
-    """Every evaluation task, built (and so checked: data present and parseable) before any training."""
-    from study.tasks import build_task
-
-    return [build_task(name, cfg.eval) for name in cfg.eval.tasks]
-
-
-def evaluate_embedder(cfg: DictConfig, embedder, backbone, device, tasks=None, cache=None) -> list[dict]:
-    """Rows of every task in `cfg.eval.tasks` (or the already built `tasks`); `cache`: an embedding cache."""
-    from study.evaluate import evaluate_task
-    from study.tasks import build_task
-
-    builder = eval_builder(cfg, backbone)
-    warn_truncation(cfg, backbone)
-    embedder.eval()
-    rows = []
-    for task in tasks if tasks is not None else (build_task(name, cfg.eval) for name in cfg.eval.tasks):
-        rows += evaluate_task(embedder, builder, task, cfg.eval.batch_tokens, cfg.eval.precision, device,
-                              cfg.eval.depth_buckets, cfg.model.use_instructions, cache=cache)
-    return rows
-
-
 def train_and_evaluate(
     cfg: DictConfig,
     run_dir: Path | None = None,
@@ -217,20 +183,6 @@ def train_and_evaluate(
     wandb_tags: list[str] | None = None,
 ) -> RunResult | None:
     """The whole run. Returns None on non-zero ranks of a multi-process run."""
-    import time
-
-    import lightning.pytorch as pl
-
-    from study.backbones import load_backbone
-    from study.evaluate import summary as summarize
-    from study.inputs import builder_from_config
-    from study.losses import InfoNCE
-    from study.model import build_embedder
-    from study.module import ContrastiveModule
-    from study.precision import resolve_precision, training_device
-    from study.results import TABLE, make_table, write_table
-    from study.tracking import finish, finish_failed
-
     # Everything that can refuse the run is checked before its folder exists: the folder, the evaluation
     # data, the backbone (hub ids offline), the training data and the number of optimizer steps.
     run_dir = plan_run_dir(cfg, run_dir) if is_side_effect_process() else run_dir
@@ -292,13 +244,8 @@ def train_and_evaluate(
             embedder.to(device)
             rows = evaluate_embedder(cfg, embedder, backbone, device, tasks)
             eval_seconds = time.perf_counter() - t0
-            identity = {
-                "study": "", "trial": -1, "run_id": run_id, "run_name": run_name,
-                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "backbone": cfg.model.backbone, "encoding": cfg.model.encoding, "attention": cfg.model.attention,
-                "pooling": cfg.model.pooling, "seed": cfg.seed, **(identity or {}),
-            }
-            table = make_table(rows, identity, extra_columns)
+            table = make_table(rows, run_identity(run_id, run_name, cfg.seed, cfg.model, **(identity or {})),
+                               extra_columns)
             scores = summarize(rows)
             if cfg.save_model:
                 save_model(cfg, embedder, backbone, run_dir / "model")
@@ -308,10 +255,7 @@ def train_and_evaluate(
     write_table(table, run_dir / TABLE)  # written last: its presence marks a finished run
     metrics = {f"eval/{k}": v for k, v in scores.items()}
     metrics.update({"time/train_seconds": train_seconds, "time/eval_seconds": eval_seconds})
-    logger.log_metrics(metrics, step=trainer.global_step)
-    aggregates = table[table.query_id.isna()].drop(columns=["query_id", "depth"])
-    finish(logger, run_dir, summary=metrics, tables={"eval/results": aggregates.astype(str)},
-           results_file=run_dir / TABLE)
+    finish_with_results(logger, run_dir, table, metrics, step=trainer.global_step)
     log.info("finished %s in %.0fs train + %.0fs eval -> %s", run_name, train_seconds, eval_seconds, run_dir)
     return RunResult(run_dir, run_name, run_id, scores, table, train_seconds, eval_seconds, backbone.info)
 
@@ -320,31 +264,10 @@ def whole_weights(trainer):
     """Evaluation and saving run on rank 0 alone, but FSDP leaves each rank 1/N of the weights: gather them
     whole onto rank 0 for as long as the context lasts. Every rank must enter (an all-gather); the others
     leave at once. Other strategies keep whole weights on every rank: nothing to do."""
-    from contextlib import nullcontext
-
-    from torch.distributed.fsdp import FullyShardedDataParallel
-
     model = trainer.strategy.model
     if not isinstance(model, FullyShardedDataParallel):
         return nullcontext()
     return FullyShardedDataParallel.summon_full_params(model, writeback=False, rank0_only=True)
-
-
-def save_model(cfg: DictConfig, embedder, backbone, out: Path) -> None:
-    """Backbone (or LoRA adapter), tokenizer, pooler weights and how to rebuild the embedder."""
-    out.mkdir(parents=True, exist_ok=True)
-    embedder.backbone.save_pretrained(out)
-    backbone.tokenizer.save_pretrained(out)
-    if any(True for _ in embedder.pooler.parameters()):
-        torch.save(embedder.pooler.state_dict(), out / "pooler.pt")
-    spec = {
-        "backbone": cfg.model.backbone, "source": backbone.info["source"], "attention": cfg.model.attention,
-        "pooling": cfg.model.pooling, "padding_side": backbone.padding_side, "append_eos": cfg.model.append_eos,
-        "exclude_instruction": cfg.model.exclude_instruction, "max_length": cfg.model.max_length,
-        "latent_attention": dict(cfg.model.latent_attention), "lora": cfg.model.lora.r > 0,
-        "encoding": cfg.model.encoding, "chunk": dict(cfg.model.chunk), "mask_tokens": cfg.model.mask_tokens,
-    }
-    (out / "embedder.json").write_text(json.dumps(spec, indent=2))
 
 
 def _log_to_file(path: Path) -> None:

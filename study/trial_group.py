@@ -13,7 +13,7 @@ group* that lives as long as the worker:
 
 The ranks come from the launcher when there is one (torchrun, srun: every rank runs `study sweep`,
 rank > 0 turns into a follower at once), or the leader starts them itself on this machine as
-`python -m study.trial_worker` processes (plain `study sweep` with trainer.devices > 1). Either way
+`python -m study trial-worker` processes (plain `study sweep` with trainer.devices > 1). Either way
 the ranks join one torch.distributed process group before the first trial (nccl on GPUs, gloo on CPUs)
 which Lightning then reuses for every trial (it does not initialise a group that exists), plus a gloo
 group with a long timeout for the control messages: a follower may wait hours for the next trial
@@ -43,7 +43,10 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from study.errors import ConfigError
 from study.launch import GROUP_ENV, Launch, detect, devices_count
+from study.sweep.pruning import GroupPruning
+from study.train import train_and_evaluate
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +193,6 @@ def start(trainer_cfg, launch: Launch | None = None) -> TrialGroup | None:
 
     Under torchrun/srun the ranks exist; otherwise trainer.devices - 1 followers are started here."""
     global _current
-    from study.config import ConfigError
 
     launch = launch or detect()
     children: list[subprocess.Popen] = []
@@ -231,7 +233,7 @@ def _start_followers(n: int, accelerator: str) -> tuple[Launch, list[subprocess.
     children = []
     for rank in range(1, n):
         env = {**os.environ, **common, "RANK": str(rank), "LOCAL_RANK": str(rank)}
-        children.append(subprocess.Popen([sys.executable, "-m", "study.trial_worker", accelerator], env=env))
+        children.append(subprocess.Popen([sys.executable, "-m", "study", "trial-worker", accelerator], env=env))
     os.environ.update({**common, "RANK": "0", "LOCAL_RANK": "0"})
     if "OMP_NUM_THREADS" in common:
         import torch
@@ -271,7 +273,5 @@ def follow(accelerator: str, launch: Launch | None = None) -> int:
 
 
 def _train_share(cfg, run_dir: Path, prune: bool) -> None:
-    from study.sweep.pruning import GroupPruning
-    from study.train import train_and_evaluate
 
     train_and_evaluate(cfg, run_dir=run_dir, callbacks=(GroupPruning(None),) if prune else ())

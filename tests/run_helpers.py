@@ -11,10 +11,10 @@ import yaml
 
 
 def make_run(root: Path, name: str, *overrides: str, perturb_lora: bool = False) -> Path:
-    from study.backbones import load_backbone
+    from study.backbones.loading import load_backbone
     from study.config import load_config, save_config
+    from study.inference import save_model
     from study.model import build_embedder
-    from study.train import save_model
 
     cfg = load_config(None, [f"run_name={name}", "eval.max_length=512", *overrides])
     backbone = load_backbone(cfg.model, seed=cfg.seed)  # a tiny LoRA run rebuilds its base from the seed

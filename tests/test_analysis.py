@@ -120,7 +120,7 @@ def test_holm_and_bh_corrections():
     np.testing.assert_allclose(holm[:3], [0.03, 0.06, 0.06])
     assert np.isnan(holm[3])
     np.testing.assert_allclose(stats.adjust_pvalues(p, "bh")[:3], [0.03, 0.04, 0.04])
-    from study.config import ConfigError
+    from study.errors import ConfigError
 
     with pytest.raises(ConfigError, match="holm"):
         stats.adjust_pvalues(p, "bonferroni")

@@ -19,7 +19,8 @@ from study.backbones import (
     probe_attention,
     resolve_backbone,
 )
-from study.config import ConfigError, load_config
+from study.config import load_config
+from study.errors import ConfigError
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -190,8 +191,8 @@ def test_train_refuses_an_ineffective_switch_before_any_compute(llada_dir, tmp_p
 def test_evaluation_path_verifies_a_saved_lora_run(llada_dir, tmp_path):
     """study eval / export / mteb rebuild runs with load_trained: base + LoRA adapter, then the probe."""
     from study.config import save_config
-    from study.model import build_embedder, load_trained
-    from study.train import save_model
+    from study.inference import load_trained, save_model
+    from study.model import build_embedder
 
     over = [f"model.backbone={llada_dir}", "model.trust_remote_code=true", "model.lora.r=4"]
     cfg = load_config(overrides=over)

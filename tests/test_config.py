@@ -2,7 +2,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from study.cli import main
-from study.config import ConfigError, all_keys, flatten, load_config, save_config
+from study.config import all_keys, flatten, load_config, save_config
+from study.errors import ConfigError
 
 
 def test_defaults_are_valid_and_follow_the_paper():

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from study.config import ConfigError
-from study.corpus import CorpusConfig, _untag, brown_archive, load_corpus
+from study.errors import ConfigError
+from study.pretrain.corpus import CorpusConfig, _untag, brown_archive, load_corpus
 
 
 def available_sources() -> list[str]:
@@ -62,7 +62,7 @@ def test_rebuild_in_a_fresh_cache_is_identical(corpus, tokenizer, tmp_path, monk
 
 def test_disjoint_from_evaluation_text_and_splits_disjoint(corpus, tokenizer):
     from study.data.pairs import eval_text_ngrams
-    from study.data.sources import word_ngrams
+    from study.sources import word_ngrams
 
     banned = eval_text_ngrams()
     docs = {}
@@ -73,7 +73,7 @@ def test_disjoint_from_evaluation_text_and_splits_disjoint(corpus, tokenizer):
         assert len(docs[split]) == corpus.manifest["splits"][split]["documents"]
         assert all(not (word_ngrams(d) & banned) for d in docs[split])
     # Sanity of the check itself: a Bible verse and the passkey filler would be caught.
-    from study.data.sources import kjv_verses
+    from study.sources import kjv_verses
 
     verse = next(v for v in kjv_verses() if len(v.split()) > 12)
     assert word_ngrams(verse) & banned

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from study.data.pairs import eval_text_ngrams, load_pairs
-from study.data.sources import word_ngrams
+from study.sources import word_ngrams
 
 
 @pytest.fixture(scope="module")

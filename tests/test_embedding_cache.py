@@ -8,8 +8,7 @@ from run_helpers import make_run
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from study.model import load_trained
-    from study.train import eval_builder
+    from study.inference import eval_builder, load_trained
 
     run_dir = make_run(tmp_path_factory.mktemp("cache"), "run")
     embedder, backbone, cfg = load_trained(run_dir)

@@ -12,15 +12,16 @@ import pytest
 import torch
 
 from study.cli import main
-from study.config import ConfigError, load_config
+from study.config import load_config
+from study.errors import ConfigError
 
 TINY = ["model.backbone=tiny-qwen2", "eval.max_length=256"]
 
 
 def _model(*overrides):
-    from study.backbones import load_backbone
+    from study.backbones.loading import load_backbone
+    from study.inference import eval_builder
     from study.model import build_embedder
-    from study.train import eval_builder
 
     cfg = load_config(overrides=TINY + list(overrides))
     torch.manual_seed(0)
@@ -249,7 +250,7 @@ def test_visibility_under_each_encoding():
 
 
 def test_chunked_training_aggregates_chunks_per_document():
-    from study.backbones import load_backbone
+    from study.backbones.loading import load_backbone
     from study.inputs import builder_from_config
     from study.losses import InfoNCE
     from study.model import build_embedder, mean_of_chunks

@@ -26,8 +26,7 @@ def ours_vs_st(run_dir: Path, out: Path) -> tuple[float, object]:
     from sentence_transformers import SentenceTransformer
 
     from study.encode import encode
-    from study.model import load_trained
-    from study.train import eval_builder
+    from study.inference import eval_builder, load_trained
 
     embedder, backbone, cfg = load_trained(run_dir)
     ours = encode(embedder, eval_builder(cfg, backbone), TEXTS, precision="32-true")

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from study import gpu_smoke
+from study.cli import main
 
 SCRIPT = Path(__file__).parent.parent / "scripts" / "gpu_smoke.sh"
 
@@ -26,7 +27,7 @@ def test_tiny_smoke_runs_every_check_on_cpu(monkeypatch, capsys):
     for var, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(_port())}.items():
         monkeypatch.setenv(var, value)
-    assert gpu_smoke.main(["--tiny", "--length", "32", "--batch", "2"]) == 0
+    assert main(["gpu-smoke", "--tiny", "--length", "32", "--batch", "2"]) == 0
     out = capsys.readouterr().out
     assert "1 bf16: native=None" in out and "OK" in out.splitlines()[1]
     kernels = next(line for line in out.splitlines() if line.startswith("2 sdpa kernel"))
@@ -47,7 +48,7 @@ def test_tiny_model_has_the_7b_layout():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
 def test_without_a_gpu_it_exits_3_with_a_message(capsys):
-    assert gpu_smoke.main([]) == 3
+    assert main(["gpu-smoke"]) == 3
     assert "no CUDA GPU visible to this process" in capsys.readouterr().err
 
 

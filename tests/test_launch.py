@@ -9,7 +9,8 @@ from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnv
 from omegaconf import OmegaConf
 
 from study import launch
-from study.config import ConfigError, load_config
+from study.config import load_config
+from study.errors import ConfigError
 
 TORCHRUN = {"TORCHELASTIC_RUN_ID": "abc", "RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8",
             "LOCAL_WORLD_SIZE": "4", "GROUP_RANK": "1", "MASTER_ADDR": "n1", "MASTER_PORT": "29500"}

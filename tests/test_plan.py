@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from study.cli import main
-from study.config import ConfigError, load_config
+from study.config import load_config
+from study.errors import ConfigError
 from study.plan import arch_of, plan_config, plan_file
 
 ROOT = Path(__file__).parent.parent
@@ -22,7 +23,7 @@ BASE = ["model.max_length=128", "trainer.max_steps=10", "trainer.batch_size=4", 
 
 
 def test_parameters_from_the_meta_model_equal_the_real_model():
-    from study.backbones import load_backbone
+    from study.backbones.loading import load_backbone
 
     cfg = load_config(None, BASE)
     arch = arch_of(cfg.model)

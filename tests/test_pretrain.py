@@ -122,7 +122,7 @@ def test_bad_objective_and_bad_combinations_exit_2(capsys):
 
 def test_unbuilt_registered_name_says_how_to_build_it(tmp_path, monkeypatch):
     from study.backbones.registry import resolve_backbone
-    from study.config import ConfigError
+    from study.errors import ConfigError
 
     monkeypatch.setenv("STUDY_CACHE", str(tmp_path))
     with pytest.raises(ConfigError, match="study pretrain objective=masked_diffusion"):
@@ -133,7 +133,7 @@ def test_unbuilt_registered_name_says_how_to_build_it(tmp_path, monkeypatch):
 def diffusion_build():
     """A tiny masked-diffusion build registered as tiny-diffusion in the session's cache."""
     assert main(["pretrain", "objective=masked_diffusion", "name=tiny-diffusion", *TINY]) == 0
-    from study.pretrain.store import pretrained_folder
+    from study.backbones.index import pretrained_folder
 
     return pretrained_folder("tiny-diffusion")
 
@@ -178,7 +178,7 @@ def test_mntp_adapts_the_ar_backbone_with_open_attention(tokenizer):
     from transformers import AutoModel
 
     from study.backbones.attention import probe_attention
-    from study.pretrain.store import pretrained_folder, read_lineage
+    from study.backbones.index import pretrained_folder, read_lineage
 
     assert main(["pretrain", "objective=autoregressive", "adapt=mntp", "name=tiny-ar-mntp", *TINY]) == 0
     mntp = read_lineage(pretrained_folder("tiny-ar-mntp"))
@@ -200,7 +200,7 @@ def test_study_train_fine_tunes_from_the_pretrained_weights_and_records_lineage(
     from omegaconf import OmegaConf
     from safetensors.torch import load_file
 
-    from study.backbones import load_backbone
+    from study.backbones.loading import load_backbone
     from study.config import ModelConfig
 
     lineage = json.loads((diffusion_build / "lineage.json").read_text())

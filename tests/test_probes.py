@@ -10,11 +10,11 @@ SMALL = ["probe.lengths=[64,160]", "probe.num_docs=2", "probe.depths=[0.3,0.7]",
 
 
 def probe(attention: str, pooling: str = "mean"):
-    from study.backbones import load_backbone
+    from study.backbones.loading import load_backbone
     from study.config import load_config
+    from study.inference import eval_builder
     from study.model import build_embedder
     from study.probes import parse_settings, probe_embedder, to_table
-    from study.train import eval_builder
 
     cfg = load_config(None, [f"model.attention={attention}", f"model.pooling={pooling}"])
     backbone = load_backbone(cfg.model, seed=0)

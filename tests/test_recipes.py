@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from study.config import ConfigError, load_config
+from study.config import load_config
 from study.data.pairs import load_pairs
 from study.data.recipes import E5_INSTRUCTIONS, MSMARCO_INSTRUCTION
+from study.errors import ConfigError
 from study.sweep.spec import load_spec
 from study.tasks import TaskUnavailable, check_task_names
 

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from run_helpers import TINY_BASE, write_sweep_spec
 
 from study.cli import main
-from study.config import ConfigError
+from study.errors import ConfigError
 from study.sweep.spec import load_spec
 from study.sweep.storage import mask_url, open_storage
 
@@ -122,9 +122,9 @@ def test_cli_exit_code_2_and_no_study_on_bad_spec(tmp_path, capsys):
 
 
 def test_a_spec_on_an_unbuilt_pretrained_backbone_says_how_to_build_it(monkeypatch, tmp_path):
-    import study.pretrain.store
+    import study.backbones.index
 
-    monkeypatch.setattr(study.pretrain.store, "pretrained_folder", lambda name: None)
+    monkeypatch.setattr(study.backbones.index, "pretrained_folder", lambda name: None)
     spec = tmp_path / "pair.yaml"
     spec.write_text("name: pair\nspace:\n  model.backbone: {type: categorical, choices: [tiny-ar, tiny-diffusion]}\n"
                     "sampler: grid\nseeds: [0]\nobjective: {metric: average/ndcg_at_1, direction: maximize}\n")
@@ -133,10 +133,10 @@ def test_a_spec_on_an_unbuilt_pretrained_backbone_says_how_to_build_it(monkeypat
 
 
 def test_grid_cells_and_shipped_sweeps_are_valid(monkeypatch, tmp_path):
-    import study.pretrain.store
+    import study.backbones.index
 
     # Other shipped sweeps run on the pretrained pair; stand in for builds (validation only resolves names).
-    monkeypatch.setattr(study.pretrain.store, "pretrained_folder",
+    monkeypatch.setattr(study.backbones.index, "pretrained_folder",
                         lambda name: tmp_path if name in ("tiny-ar", "tiny-diffusion") else None)
     root = Path(__file__).parent.parent / "sweeps"
     grid = load_spec(root / "attention_pooling.yaml")

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from study.config import ConfigError, load_config
+from study.config import load_config
+from study.errors import ConfigError
 from study.tasks import build_task, check_task_names, parse_task_name
 from study.tasks.base import TaskUnavailable, length_bucket
 

@@ -17,11 +17,11 @@ SMALL = ["eval.lengths=[128]", "eval.num_queries=3", "eval.num_docs=6", "eval.pr
 @pytest.fixture
 def finished_run(tmp_path) -> Path:
     """A run folder as `study train` leaves it (config, model/, results.parquet), without the training."""
-    from study.backbones import load_backbone
+    from study.backbones.loading import load_backbone
     from study.config import load_config, save_config
+    from study.inference import save_model
     from study.model import build_embedder
     from study.results import make_table, write_table
-    from study.train import save_model
 
     cfg = load_config(overrides=["model.attention=causal", "model.pooling=last_token", "run_name=tiny", "seed=2",
                                  f"output_dir={tmp_path}"])

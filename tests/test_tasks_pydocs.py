@@ -94,7 +94,7 @@ def test_pydocs_build_is_reproducible(built, tmp_path):
 
 
 def _text_ngrams(text: str, n: int = 8) -> set[int]:
-    """Word 8-grams (as study.data.sources.word_ngrams) that hold at least one non-number word:
+    """Word 8-grams (as study.sources.word_ngrams) that hold at least one non-number word:
     runs of bare numbers ("1 2 3 4 5 6 7 8") occur in both sources and carry no text."""
     words = re.findall(r"[a-z0-9]+", text.lower())
     grams = (tuple(words[i : i + n]) for i in range(len(words) - n + 1))
@@ -104,7 +104,7 @@ def _text_ngrams(text: str, n: int = 8) -> set[int]:
 @needs_deb
 @pytest.mark.slow
 def test_pydocs_is_disjoint_from_training_text(built):
-    from study.data.sources import gcide_entries, word_ngrams
+    from study.sources import gcide_entries, word_ngrams
     from study.tasks import build_task
 
     _, _, task = built

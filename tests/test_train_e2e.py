@@ -75,8 +75,7 @@ def test_train_writes_run_folder_results_and_wandb(tmp_path, capsys, capture_tra
 
     # The saved model, reloaded, gives the trained model's embeddings.
     from study.encode import encode
-    from study.model import load_trained
-    from study.train import eval_builder
+    from study.inference import eval_builder, load_trained
 
     embedder, backbone, cfg = load_trained(run_dir)
     texts = ["The grass is green. Ada's passkey is 12345.", "What is the pass key for Ada?"]

@@ -4,7 +4,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from study.backbones import load_backbone
+from study.backbones.loading import load_backbone
 from study.config import load_config
 from study.inputs import InputBuilder
 from study.losses import InfoNCE
@@ -55,7 +55,7 @@ def test_full_fine_tuning_updates_the_backbone_in_fp32():
 
 
 def test_lora_targets_that_match_nothing_name_the_real_layers():
-    from study.config import ConfigError
+    from study.errors import ConfigError
 
     cfg = load_config(overrides=["model.lora.r=4", "model.lora.target_modules=[query,value]"])
     with pytest.raises(ConfigError, match=r"\['query', 'value'\].*q_proj"):

@@ -87,7 +87,7 @@ def _norm(tensors: dict) -> float:
 
 
 def _initial_weights(tmp_path: Path) -> dict:
-    from study.backbones import load_backbone
+    from study.backbones.loading import load_backbone
     from study.config import load_config
 
     cfg = load_config(None, ["seed=0"])

@@ -148,7 +148,7 @@ def test_a_corrupt_trial_table_neither_fails_other_trials_nor_status_and_rows_ar
 
 def test_an_eval_length_beyond_the_backbone_positions_is_announced(tokenizer, caplog):
     from study.config import load_config
-    from study.train import evaluate_embedder
+    from study.inference import evaluate_embedder
 
     backbone = SimpleNamespace(tokenizer=tokenizer, max_positions=128, padding_side="left")
     embedder = SimpleNamespace(eval=lambda: None)

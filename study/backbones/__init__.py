@@ -1,10 +1,6 @@
-"""Backbones: registry (names), loading, and attention direction (one module each)."""
+"""Backbones, one module each: registry (names), index (pretrained builds by name), tiny (random-init configs),
+loading (load_backbone: weights, tokenizer, attention direction), attention (the switch and its probe),
+native (Dream/LLaDA as native Qwen2/Llama), gguf (weights shipped as GGUF), verify (`study verify-backbone`).
 
-from study.backbones.attention import AttentionMismatch, UnsupportedBackbone, probe_attention, set_attention
-from study.backbones.loading import Backbone, load_backbone
-from study.backbones.registry import REGISTRY, resolve_backbone
-
-__all__ = [
-    "REGISTRY", "AttentionMismatch", "Backbone", "UnsupportedBackbone", "load_backbone", "probe_attention",
-    "resolve_backbone", "set_attention",
-]
+Nothing is imported here, so importing one of them (config.py reads attention.ATTENTIONS) never loads the rest.
+"""

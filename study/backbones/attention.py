@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+ATTENTIONS = ("bidirectional", "causal")  # model.attention
 # Decoders whose attention masks come from transformers.masking_utils (config.is_causal works).
 DECODER_TYPES = frozenset({"qwen2", "qwen3", "llama", "mistral", "gemma3", "gemma3_text", "smollm3"})
 # Encoders with BERT's `is_decoder` switch.
@@ -49,8 +50,8 @@ def family(config) -> str:
 
 def set_attention(config, attention: str) -> None:
     """Set the attention direction on a config, before the model is constructed."""
-    if attention not in ("bidirectional", "causal"):
-        raise ValueError(f"attention={attention!r}; choose one of: bidirectional, causal")
+    if attention not in ATTENTIONS:
+        raise ValueError(f"attention={attention!r}; choose one of: {', '.join(ATTENTIONS)}")
     causal = attention == "causal"
     for sub in _configs(config):
         if family(sub) == "decoder":

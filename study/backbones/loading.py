@@ -12,7 +12,12 @@ from torch import nn
 from study.backbones import gguf, native
 from study.backbones.attention import UnsupportedBackbone, set_attention, verify_attention
 from study.backbones.attention import family as model_family
+from study.backbones.index import read_lineage
 from study.backbones.registry import BackboneSpec, resolve_backbone
+from study.backbones.tiny import scale_residual_branches, tiny_config
+from study.backbones.tokenizer import load_tokenizer, tiny_tokenizer
+from study.config import LoRAConfig
+from study.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +42,6 @@ def load_backbone(mcfg, seed: int = 0, verify: bool = True) -> Backbone:
     if gguf.is_gguf(spec.source):  # dequantized once into a cached save_pretrained folder
         spec = dataclasses.replace(spec, source=str(gguf.cached_folder(spec.source)))
     if spec.is_tiny:
-        from study.backbones.tiny import tiny_config
-        from study.backbones.tokenizer import tiny_tokenizer
 
         tokenizer = tiny_tokenizer()
         config = tiny_config(spec.source.split(":", 1)[1], tokenizer)
@@ -109,7 +112,6 @@ def check_loadable(name: str) -> None:
 
 def _unloadable(name: str, source: str, e: Exception):
     """The ConfigError for a backbone whose files cannot be fetched or read (first line of the library's reason)."""
-    from study.config import ConfigError
 
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return ConfigError(f"model.backbone={name!r} cannot be loaded from {source!r}: {first}")
@@ -117,7 +119,6 @@ def _unloadable(name: str, source: str, e: Exception):
 
 def _pretrain_lineage(source: str) -> dict:
     """A `study pretrain` build records which pretraining run (W&B id, cache key) the fine-tuning starts from."""
-    from study.pretrain.store import read_lineage
 
     lineage = read_lineage(source)
     return {"pretrain": lineage} if lineage else {}
@@ -126,7 +127,6 @@ def _pretrain_lineage(source: str) -> dict:
 def _pretrained_config_and_tokenizer(spec: BackboneSpec, mcfg):
     from transformers import AutoConfig
 
-    from study.backbones.tokenizer import load_tokenizer
 
     raw = native.read_config_json(spec.source)
     kind = native.mapping_kind(raw)
@@ -148,7 +148,6 @@ def _build_model(spec: BackboneSpec, config, mcfg, seed: int) -> nn.Module:
     dtype_name = mcfg.dtype if mcfg.dtype != "auto" else spec.dtype
     kwargs = {"attn_implementation": mcfg.attn_implementation}
     if spec.is_tiny:
-        from study.backbones.tiny import scale_residual_branches
 
         # Random init is a function of the run's seed: seeds are the replicates of a tiny study.
         torch.manual_seed(seed)
@@ -179,7 +178,6 @@ _FAMILY_LORA_TARGETS = {
 def _apply_lora(model: nn.Module, lcfg, fam: str = "decoder") -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
-    from study.config import ConfigError, LoRAConfig
 
     linear_names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
     wanted = list(lcfg.target_modules)

@@ -13,6 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from study.backbones.index import pretrained_folder
+from study.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -88,13 +91,11 @@ REGISTRY.update({n: BackboneSpec(n, f"pretrained:{n}", desc) for n, (_, desc) in
 
 def _pretrained_spec(name: str) -> BackboneSpec | None:
     """A `study pretrain` build by name (its cached folder); a known name not built yet says how to build it."""
-    from study.pretrain.store import pretrained_folder
 
     folder = pretrained_folder(name)
     if folder is not None:
         return BackboneSpec(name, str(folder), "pretrained offline by `study pretrain`", "float32")
     if name in _PRETRAINED:
-        from study.config import ConfigError
 
         raise ConfigError(f"model.backbone={name!r} has not been pretrained yet (no build in the study cache); "
                           f"build it first with: study pretrain {_PRETRAINED[name][0]}")
@@ -140,7 +141,6 @@ def resolve_backbone(name: str) -> BackboneSpec:
         return BackboneSpec(name, str(Path(name).expanduser()), "local folder", "auto")
     if _HUB_ID.match(name):
         return BackboneSpec(name, name, "Hugging Face hub id", "auto")
-    from study.config import ConfigError
 
     raise ConfigError(
         f"model.backbone={name!r} is not a registered backbone, an existing local folder, or a hub id (org/name). "

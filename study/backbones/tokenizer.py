@@ -10,6 +10,7 @@ import json
 import shutil
 
 from study.paths import cache_dir, file_lock
+from study.sources import gcide_entries, gcide_provenance
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "mask_token": "<mask>", "unk_token": "<unk>"}
 TOKENIZER_VERSION = 1  # bump when the recipe changes so caches rebuild
@@ -30,7 +31,6 @@ def _train(path, vocab_size: int) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from study.data.sources import gcide_entries, gcide_provenance
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -26,7 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from study.data.recipes import is_echo_folder, load_echo_folder, normalise
+from study.errors import ConfigError
 from study.paths import cache_dir, file_lock
+from study.sources import gcide_entries, gcide_provenance, kjv_provenance, kjv_verses, word_ngrams
+from study.tasks.synthetic import PASSKEY_FILLER
 
 PAIRS_VERSION = 1  # bump when the recipe changes so caches rebuild
 QUESTION_INSTRUCTION = "Given a question, retrieve the document that contains the answer: "
@@ -34,8 +38,6 @@ QUOTE_INSTRUCTION = "Given a sentence, retrieve the document that contains it: "
 
 
 def eval_text_ngrams(n: int = 8) -> set[int]:
-    from study.data.sources import kjv_verses, word_ngrams
-    from study.tasks.synthetic import PASSKEY_FILLER
 
     grams: set[int] = set()
     for verse_block in range(0, len(kjv_verses()), 50):
@@ -65,7 +67,6 @@ def build_gcide_pairs(num_pairs: int, num_val_pairs: int, hard_negatives: int, m
                       seed: int = 0):
     import datasets
 
-    from study.data.sources import gcide_entries, word_ngrams
 
     banned = eval_text_ngrams()
     entries = [e for e in gcide_entries() if len(e.text.split()) <= max_words and not (word_ngrams(e.text) & banned)]
@@ -106,7 +107,6 @@ def load_pairs(dcfg):
 def _cached_gcide_pairs(dcfg):
     import datasets
 
-    from study.data.sources import gcide_provenance, kjv_provenance
 
     params = dict(
         num_pairs=dcfg.num_pairs, num_val_pairs=max(dcfg.num_val_pairs, 1), hard_negatives=dcfg.hard_negatives,
@@ -130,8 +130,6 @@ def _cached_gcide_pairs(dcfg):
 def _load_external(dcfg):
     import datasets
 
-    from study.config import ConfigError
-    from study.data.recipes import is_echo_folder, load_echo_folder, normalise
 
     src = dcfg.train
     path = Path(src).expanduser()

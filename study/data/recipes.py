@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from study.config import ConfigError
+from study.errors import ConfigError
 
 # LLM2Vec's E5 instructions (llm2vec/dataset/E5Data.py); two alternate by row where two are given.
 E5_INSTRUCTIONS = {

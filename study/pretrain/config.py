@@ -16,12 +16,14 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from study.config import ConfigError, WandbConfig, _check_choices, choice, merge_layers, to_container
-from study.corpus import CorpusConfig, check_corpus_config
+from study.backbones.registry import REGISTRY
+from study.config import WandbConfig, choice, load_structured, to_container
+from study.errors import ConfigError
+from study.precision import LOOP_PRECISIONS
+from study.pretrain.corpus import CorpusConfig, check_corpus_config
 
 OBJECTIVES = ("autoregressive", "masked_diffusion")
 ADAPTATIONS = ("none", "mntp")
-PRECISIONS = ("auto", "bf16-mixed", "32-true")
 PRETRAIN_VERSION = 1  # bump when the training recipe changes so caches rebuild
 # Registered names of the default builds (`name` left null and every other key at its default).
 DEFAULT_NAMES = {("autoregressive", "none"): "tiny-ar", ("masked_diffusion", "none"): "tiny-diffusion",
@@ -47,7 +49,7 @@ class PretrainConfig:
     log_every: int = 10  # steps between train-loss rows
     # auto: bf16 autocast on a GPU or a CPU with native bf16 (AVX512-BF16/AMX: about 2x faster), else fp32
     # (without them bf16 matmuls are emulated and about 4x SLOWER than fp32).
-    precision: str = choice("auto", PRECISIONS)
+    precision: str = choice("auto", LOOP_PRECISIONS)
     # masked diffusion: mask ratio p = (1 - mask_eps) t + mask_eps, t ~ U(0, 1) per sequence
     mask_eps: float = 1e-3
     # Dream-style shift: position i predicts (masked) token i+1 instead of token i
@@ -62,13 +64,12 @@ class PretrainConfig:
 
 def load_pretrain_config(config_file: str | Path | None = None, overrides=()) -> DictConfig:
     """The validated pretraining config; ConfigError (exit 2 in the CLI) before any compute."""
-    cfg = merge_layers(PretrainConfig, config_file, overrides)
+    cfg = load_structured(PretrainConfig, config_file, overrides)
     validate(cfg)
     return cfg
 
 
 def validate(cfg: DictConfig) -> None:
-    _check_choices(cfg, PretrainConfig)
     for key in ("tokens", "seq_len", "batch_size", "lr", "val_tokens", "eval_every", "log_every", "adapt_tokens",
                 "adapt_lr"):
         if cfg[key] is None or cfg[key] <= 0:
@@ -89,7 +90,6 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"adapt=mntp adapts an autoregressive backbone (LLM2Vec); objective={cfg.objective!r} "
                           "is already bidirectional: use objective=autoregressive")
     if cfg.name is not None:
-        from study.backbones.registry import REGISTRY
 
         ok = cfg.name.replace("-", "").replace("_", "").replace(".", "").isalnum()
         if not ok or (cfg.name in REGISTRY and not REGISTRY[cfg.name].source.startswith("pretrained:")):

@@ -24,10 +24,19 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from study.backbones.attention import set_attention, verify_attention
+from study.backbones.index import FINISHED, backbones_dir, register
+from study.backbones.tiny import tiny_config
+from study.backbones.tokenizer import tiny_tokenizer
+from study.config import flatten
+from study.errors import ConfigError
+from study.paths import file_lock
 from study.precision import resolve_precision
 from study.pretrain import objectives
 from study.pretrain.config import DEFAULT_NAMES, cache_key, default_name, training_settings
-from study.pretrain.store import FINISHED, backbones_dir, register
+from study.pretrain.corpus import load_corpus
+from study.results import make_table, run_identity, write_table
+from study.tracking import finish, finish_failed, open_run
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +51,6 @@ class PretrainResult:
 
 def pretrain(cfg: DictConfig) -> PretrainResult:
     """Build (or reuse) the backbone described by a validated pretraining config."""
-    from study.backbones.tokenizer import tiny_tokenizer
-    from study.corpus import load_corpus
 
     tokenizer = tiny_tokenizer()
     corpus = load_corpus(cfg.corpus, tokenizer)
@@ -66,7 +73,6 @@ def _build(cfg: DictConfig, corpus, tokenizer, with_adapt: bool) -> PretrainResu
 
 
 def _lock(folder: Path):
-    from study.paths import file_lock
 
     return file_lock(folder.with_suffix(".lock"))
 
@@ -78,8 +84,6 @@ def build_model(cfg: DictConfig, tokenizer, attention: str):
     """The tiny Qwen2-style LM; its initial weights depend only on `seed` (not on the objective)."""
     from transformers import AutoModelForCausalLM
 
-    from study.backbones.attention import set_attention
-    from study.backbones.tiny import tiny_config
 
     config = tiny_config("qwen2", tokenizer)
     set_attention(config, attention)
@@ -91,7 +95,6 @@ def train_batches(stream: np.ndarray, seq_len: int, batch_size: int, steps: int,
     """`steps` batches of contiguous blocks, in an order fixed by `seed` (reshuffled each epoch)."""
     n_blocks = len(stream) // seq_len
     if n_blocks < batch_size:
-        from study.config import ConfigError
 
         raise ConfigError(f"the corpus has {n_blocks} blocks of seq_len={seq_len}, fewer than batch_size={batch_size}")
     rng = np.random.default_rng(seed)
@@ -107,7 +110,6 @@ def train_batches(stream: np.ndarray, seq_len: int, batch_size: int, steps: int,
 def val_batches(stream: np.ndarray, seq_len: int, batch_size: int, val_tokens: int) -> list[torch.Tensor]:
     n = min(val_tokens, len(stream)) // seq_len
     if n == 0:
-        from study.config import ConfigError
 
         raise ConfigError(f"the validation split has fewer than seq_len={seq_len} tokens")
     blocks = torch.from_numpy(np.asarray(stream[: n * seq_len]).astype(np.int64)).view(n, seq_len)
@@ -205,8 +207,6 @@ def train_loop(model, objective: Objective, batches, steps: int, val: list[torch
 def _train_and_save(cfg: DictConfig, corpus, tokenizer, name: str, key: str, folder: Path, parent) -> dict:
     import pandas as pd
 
-    from study.backbones.attention import verify_attention
-    from study.results import make_table, write_table
 
     adapt = parent is not None
     kind = "mntp" if adapt else cfg.objective
@@ -215,7 +215,6 @@ def _train_and_save(cfg: DictConfig, corpus, tokenizer, name: str, key: str, fol
     if adapt:
         from transformers import AutoModelForCausalLM
 
-        from study.backbones.attention import set_attention
 
         # LLM2Vec step 1: open the AR model's attention, then adapt it with MNTP.
         config = _load_config(parent.folder)
@@ -258,8 +257,8 @@ def _train_and_save(cfg: DictConfig, corpus, tokenizer, name: str, key: str, fol
     t0 = time.perf_counter()
     try:
         metrics = train_loop(model, objective, batches, steps, val, cfg.adapt_lr if adapt else cfg.lr, cfg, log_fn)
-    except BaseException:
-        run.finish(exit_code=1)
+    except BaseException as e:
+        finish_failed(run, tmp, e)
         raise
     metrics["wall_seconds"] = time.perf_counter() - t0
     log.info("%s: %d steps, %s tokens in %.0fs (%.0f tokens/s training), val_loss %.4f", name, steps,
@@ -277,15 +276,14 @@ def _train_and_save(cfg: DictConfig, corpus, tokenizer, name: str, key: str, fol
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2))
-    identity = {"study": "", "trial": -1, "run_id": run.id, "run_name": name, "created_at": lineage["created_at"],
-                "backbone": name, "attention": attention, "pooling": None, "seed": cfg.seed}
+    identity = run_identity(run.id, name, cfg.seed, created_at=lineage["created_at"], backbone=name,
+                            attention=attention)
     table = make_table(rows, identity, {"objective": cfg.objective, "adapt": lineage["adapt"], "cache_key": key})
     table["step"] = pd.array(steps_col, dtype="Int64")
     table["tokens"] = pd.array(tokens_col, dtype="Int64")
     write_table(table, tmp / "results.parquet")
     _log_artifact(run, tmp, name, key, lineage, metrics)
-    run.summary.update({f"final/{k}": v for k, v in metrics.items()})
-    run.finish()
+    finish(run, tmp, summary={f"final/{k}": v for k, v in metrics.items()}, pointer_file=None)
     manifest = {"lineage": lineage, "metrics": metrics, "settings": training_settings(cfg, adapt),
                 "corpus": corpus.manifest}
     (tmp / FINISHED).write_text(json.dumps(manifest, indent=2))  # last: marks a finished build
@@ -301,21 +299,11 @@ def _load_config(folder: Path):
 
 
 def _wandb_run(cfg: DictConfig, folder: Path, name: str, key: str, kind: str, attention: str, corpus, parent):
-    import wandb
-
-    from study.config import flatten
-    from study.tracking import wandb_dir, wandb_mode
-
     config = flatten(cfg)
     config.update({"cache_key": key, "name": name, "attention": attention, "phase": kind,
                    "corpus_key": corpus.key[:16], "corpus_train_tokens": corpus.manifest["splits"]["train"]["tokens"],
                    "parent_run_id": parent.manifest["lineage"]["pretrain_run_id"] if parent else None})
-    return wandb.init(
-        id=uuid.uuid4().hex[:8], name=f"pretrain-{name}", project=cfg.wandb.project, entity=cfg.wandb.entity,
-        group=cfg.wandb.group, job_type=cfg.wandb.job_type, tags=list(cfg.wandb.tags) + [cfg.objective, kind],
-        config=config, dir=str(wandb_dir(folder)), mode=wandb_mode(cfg), reinit="create_new",
-        settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
-    )
+    return open_run(cfg, folder, uuid.uuid4().hex[:8], f"pretrain-{name}", config=config, tags=[cfg.objective, kind])
 
 
 def _log_artifact(run, folder: Path, name: str, key: str, lineage: dict, metrics: dict) -> None:

@@ -38,11 +38,18 @@ import optuna
 from optuna.trial import TrialState
 
 from study import interrupts, trial_group
-from study.config import ConfigError, load_config
+from study.backbones.loading import check_loadable
+from study.config import flatten, load_config
+from study.errors import ConfigError
+from study.evaluate import summary
 from study.launch import detect as detect_launch
-from study.paths import file_lock, writable_dir
-from study.sweep.spec import NAME, SweepSpec, cell_key, dotlist, load_spec
+from study.paths import writable_dir
+from study.results import TABLE, swept_columns, write_table
+from study.sweep.pruning import GroupPruning
+from study.sweep.spec import NAME, SweepSpec, cell_key, dotlist, load_spec, trial_cell
+from study.sweep.status import print_status, rebuild_study_table
 from study.sweep.storage import check_url, default_url, mask_url, open_storage
+from study.train import train_and_evaluate
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +59,6 @@ STORAGE_ENV = "STUDY_SWEEP_STORAGE"
 # A time budget (unix time) after which a grid worker starts no new seed block: `study demo --budget-minutes`.
 DEADLINE_ENV = "STUDY_SWEEP_DEADLINE"
 LIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
-TABLE = "results.parquet"
 
 
 class SkippedTrial(Exception):
@@ -102,7 +108,6 @@ def make_sweep(spec_path: str | Path, storage: str | None = None, study_name: st
                           "there (a file is in the way, or the folder is not writable)")
     url = storage or os.environ.get(STORAGE_ENV) or default_url(study_dir)
     check_url(url)
-    from study.backbones.loading import check_loadable
 
     for backbone in sorted({cell.get("model.backbone", base.model.backbone) for cell in _sample_cells(spec)}):
         check_loadable(backbone)
@@ -156,10 +161,6 @@ def _copy_spec(sweep: Sweep) -> None:
     target = sweep.study_dir / "sweep.yaml"
     if not target.exists():
         shutil.copyfile(sweep.spec_path, target)
-
-
-def trial_cell(t: optuna.trial.FrozenTrial) -> str:
-    return cell_key(t.system_attrs.get("fixed_params") or t.params)
 
 
 def enqueue_cells(study: optuna.Study, spec: SweepSpec) -> int:
@@ -241,7 +242,6 @@ class TrialRunner:
         return scores[spec.metric]
 
     def _train(self, trial: optuna.Trial, params: dict, run_dir: Path):
-        from study.train import train_and_evaluate
 
         spec, name = self.sweep.spec, self.sweep.name
         cfg = self.config(trial, params, run_dir)
@@ -249,7 +249,7 @@ class TrialRunner:
         with trial_group.scope(cfg, run_dir, prune=bool(callbacks)):  # the worker's other ranks train it too
             return train_and_evaluate(
                 cfg, run_dir=run_dir, identity={"study": name, "trial": trial.number},
-                extra_columns={k: v for k, v in params.items() if k in spec.space},
+                extra_columns=swept_columns({k: v for k, v in params.items() if k in spec.space}),
                 callbacks=tuple(callbacks), wandb_tags=spec.tags(params),
             )
 
@@ -273,7 +273,6 @@ class TrialRunner:
         for old in reversed(retry_history):
             old_dir = run_dir.parent / str(old)
             if not run_dir.exists() and finished_scores(old_dir, cfg) is not None:
-                from study.results import write_table
 
                 os.replace(old_dir, run_dir)
                 write_table(_read_table(run_dir).assign(trial=trial.number), run_dir / TABLE)
@@ -300,7 +299,6 @@ def same_settings(run_dir: Path, cfg) -> bool:
     """Whether run_dir/config.yaml holds `cfg` (up to the run's name and folder)."""
     from omegaconf import OmegaConf
 
-    from study.config import flatten
 
     try:
         saved = flatten(OmegaConf.load(run_dir / "config.yaml"))
@@ -324,14 +322,12 @@ def finished_scores(run_dir: Path, cfg) -> dict | None:
 
 def step_pruning_callback(trial: optuna.Trial):
     """Report val/accuracy at the global step and prune on every rank at once (study/sweep/pruning.py)."""
-    from study.sweep.pruning import GroupPruning
 
     return GroupPruning(trial)
 
 
 def summary_of(table) -> dict[str, float]:
     """The run summary (average/<metric>, <task>/<metric>, ...) rebuilt from a results table."""
-    from study.evaluate import summary
 
     rows = table.astype(object).where(table.notna(), None).to_dict("records")
     return summary(rows)
@@ -354,38 +350,10 @@ def _close_wandb(why: str = "failed") -> None:
         log.warning("could not close the W&B run: %s", e)
 
 
-def rebuild_table(study_dir: Path, study: optuna.Study) -> Path | None:
-    """runs/<study>/results.parquet = the rows of COMPLETE trials, one trial per grid cell (the lowest-numbered
-    one), under a lock (workers race). A trial table that cannot be read is skipped with a warning: another
-    trial's bad file never fails this one, nor `study status`."""
-    import pandas as pd
-
-    from study.results import write_table
-
-    grid = (study.user_attrs.get("sweep_spec") or {}).get("sampler") == "grid"
-    frames, cells = [], set()
-    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
-        if grid and trial_cell(t) in cells:
-            continue
-        path = Path(t.user_attrs.get("run_dir") or study_dir / "trials" / str(t.number)) / TABLE
-        try:
-            frames.append(pd.read_parquet(path))
-        except Exception as e:  # noqa: BLE001 - corrupt, missing, unreadable
-            log.warning("study table: skipping trial %d: %s cannot be read (%s)", t.number, path, type(e).__name__)
-            continue
-        cells.add(trial_cell(t))
-    if not frames or not study_dir.is_dir():
-        return None
-    with file_lock(study_dir / ".results.lock"):
-        table = pd.concat(frames, ignore_index=True)
-        table = table.sort_values(["trial", "task"], kind="stable").reset_index(drop=True)
-        return write_table(table, study_dir / TABLE)
-
-
 def update_table(sweep: Sweep, study: optuna.Study) -> None:
     """Rebuild the study table; a failure is a warning, never the trial's failure."""
     try:
-        rebuild_table(sweep.study_dir, study)
+        rebuild_study_table(sweep.study_dir, study)
     except Exception as e:  # noqa: BLE001
         log.warning("could not rebuild %s: %s: %s", sweep.study_dir / TABLE, type(e).__name__, e)
 
@@ -543,6 +511,5 @@ def run_sweep(spec_path: str | Path, workers: int = 1, storage: str | None = Non
             raise
         if any(codes):
             log.warning("worker exit codes: %s", codes)
-    from study.sweep.status import print_status
 
     return print_status(sweep.name, sweep.storage_url)

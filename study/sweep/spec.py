@@ -33,7 +33,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from study.config import METRICS, ConfigError, load_config, load_yaml, schema_node
+from study.config import load_config, load_yaml, schema_node
+from study.errors import ConfigError
+from study.evaluate import METRICS
 
 SAMPLERS = ("grid", "tpe", "random")
 PARAM_TYPES = ("categorical", "int", "float")
@@ -376,3 +378,8 @@ def _validate_configs(spec: SweepSpec, path: str, validate_backbones: bool = Tru
         if spec.pruner["type"] != "none" and cfg.data.num_val_pairs < 1:
             raise _fail(path, f"pruner.type={spec.pruner['type']} needs validation scores: "
                               "set base data.num_val_pairs > 0")
+
+
+def trial_cell(trial) -> str:
+    """The grid cell an Optuna trial runs (its enqueued parameters, seed included)."""
+    return cell_key(trial.system_attrs.get("fixed_params") or trial.params)

@@ -8,7 +8,9 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from study.config import ConfigError
+from study.errors import ConfigError
+from study.results import TABLE, union_table
+from study.sweep.spec import trial_cell
 from study.sweep.storage import default_url, mask_url, open_storage
 
 
@@ -60,8 +62,6 @@ def _short(v) -> str:
 
 def incomplete_cells(study: optuna.Study) -> int:
     """Grid cells (params incl. seed) with no COMPLETE trial."""
-    from study.sweep.dispatch import trial_cell
-
     cells: dict[str, bool] = {}
     for t in study.get_trials(deepcopy=False):
         if "skipped" in t.user_attrs:
@@ -71,11 +71,19 @@ def incomplete_cells(study: optuna.Study) -> int:
     return sum(1 for done in cells.values() if not done)
 
 
+def rebuild_study_table(study_dir: Path, study: optuna.Study) -> Path | None:
+    """runs/<study>/results.parquet = the tables of COMPLETE trials, one trial per grid cell (the lowest-numbered
+    one whose table can be read)."""
+    grid = (study.user_attrs.get("sweep_spec") or {}).get("sampler") == "grid"
+    tables = [(trial_cell(t) if grid else t.number, Path(t.user_attrs.get("run_dir") or study_dir / "trials" / str(t.number)) / TABLE)
+              for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)]
+    return union_table(study_dir, tables)
+
+
 def print_status(name: str, url: str) -> int:
     """Print the trial table and counts; exit code 1 if a grid cell has no COMPLETE trial."""
     import pandas as pd
 
-    from study.sweep.dispatch import rebuild_table
 
     study = load_study(name, url)
     rows = trial_rows(study)
@@ -94,7 +102,7 @@ def print_status(name: str, url: str) -> int:
     table = None
     if study.user_attrs.get("study_dir"):
         try:
-            table = rebuild_table(Path(study.user_attrs["study_dir"]), study)
+            table = rebuild_study_table(Path(study.user_attrs["study_dir"]), study)
         except Exception as e:  # noqa: BLE001 - the status table is shown whatever happens to the study table
             print(f"could not rebuild the study table: {type(e).__name__}: {e}")
     if table:

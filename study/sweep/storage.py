@@ -20,6 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
+from study.errors import ConfigError
 from study.paths import writable_dir
 
 JOURNAL_SUFFIXES = (".log", ".journal")
@@ -60,7 +61,6 @@ def url_password(url: str) -> str | None:
 
 
 def check_url(url: str) -> None:
-    from study.config import ConfigError
 
     if is_journal(url):
         if Path(url).is_dir() or (Path(url).exists() and not os.access(url, os.W_OK)) \
@@ -101,7 +101,6 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
             Path(url).parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(url))
         except OSError as e:
-            from study.config import ConfigError
 
             raise ConfigError(f"--storage {url!r}: cannot open the journal file ({e})") from None
     url = _driver(url)
@@ -125,7 +124,6 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
                 continue
             error = e
             break
-    from study.config import ConfigError
 
     # unreachable server, unknown driver: say which storage, never the password
     first = str(error).splitlines()[0] if str(error) else ""

@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Callable
 
 from study.tasks.base import RetrievalTask, Split, TaskUnavailable
+from study.tasks.beir import check_folder, load_beir
+from study.tasks.hub import check_longembed, check_mteb, load_longembed, load_mteb
+from study.tasks.pydocs import pydocs, pydocs_index
+from study.tasks.pydocs_deep import pydocs_deep
 from study.tasks.synthetic import needle, passkey
 
 # name -> builder(lengths, num_queries, num_docs, seed)
@@ -71,15 +75,12 @@ def check_task_names(names: list[str]) -> None:
     for name in names:
         kind, arg = parse_task_name(name)
         if kind == "beir":
-            from study.tasks.beir import check_folder
 
             check_folder(Path(arg).expanduser(), name)
         elif kind == "longembed":
-            from study.tasks.hub import check_longembed
 
             check_longembed(arg)
         elif kind == "mteb":
-            from study.tasks.hub import check_mteb
 
             check_mteb(arg)
     dupes = sorted({n for n in names if list(names).count(n) > 1})
@@ -92,26 +93,20 @@ def build_task(name: str, eval_cfg) -> RetrievalTask:
     if kind in SYNTHETIC:
         return SYNTHETIC[kind](list(eval_cfg.lengths), eval_cfg.num_queries, eval_cfg.num_docs, eval_cfg.seed)
     if kind == "pydocs":
-        from study.tasks.pydocs import pydocs
 
         return pydocs()
     if kind == "pydocs-index":
-        from study.tasks.pydocs import pydocs_index
 
         return pydocs_index()
     if kind == "pydocs-deep":
-        from study.tasks.pydocs_deep import pydocs_deep
 
         return pydocs_deep(list(eval_cfg.lengths), eval_cfg.num_queries, eval_cfg.num_docs, eval_cfg.seed)
     if kind == "beir":
-        from study.tasks.beir import load_beir
 
         return load_beir(arg, name=f"beir:{Path(arg).expanduser().name}")
     if kind == "longembed":
-        from study.tasks.hub import load_longembed
 
         return load_longembed(arg)
-    from study.tasks.hub import load_mteb
 
     return load_mteb(arg)
 

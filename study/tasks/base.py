@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from study.config import ConfigError
+from study.errors import ConfigError
 
 
 class TaskUnavailable(ConfigError):

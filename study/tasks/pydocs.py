@@ -55,6 +55,7 @@ import numpy as np
 
 from study.paths import cache_dir, file_lock
 from study.tasks.base import TaskUnavailable, count_words, length_bucket, normalize
+from study.tasks.beir import load_beir, write_beir
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +305,6 @@ def index_entries(html: str) -> list[tuple[str, list[str]]]:
 
 def build_pydocs(deb: Path, out: Path) -> dict:
     """Write the BEIR folder + manifest.json for `deb` into `out`; returns the manifest."""
-    from study.tasks.beir import write_beir
 
     version, pages, sources = read_deb(deb)
     corpus, candidates = {}, []  # candidates: (query text, doc id, depth)
@@ -432,7 +432,6 @@ def pydocs_dir(deb: Path | None = None) -> Path:
 
 @functools.lru_cache(maxsize=2)
 def _load(folder: str):
-    from study.tasks.beir import load_beir
 
     return load_beir(folder, name="pydocs", instruction=INSTRUCTION,
                      description="Python 3.11 documentation pages; queries: module one-line descriptions")
@@ -445,7 +444,6 @@ def pydocs(*_args, **_kwargs):
 
 @functools.lru_cache(maxsize=2)
 def _load_index(folder: str):
-    from study.tasks.beir import load_beir
 
     return load_beir(folder, name="pydocs-index", instruction=INDEX_INSTRUCTION,
                      description="Python 3.11 documentation pages; queries: back-of-book index terms")

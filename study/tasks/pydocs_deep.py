@@ -27,6 +27,8 @@ import re
 import numpy as np
 
 from study.tasks.base import RetrievalTask, Split, TaskUnavailable, count_words, length_bucket
+from study.tasks.beir import read_beir
+from study.tasks.pydocs import pydocs_dir
 
 INSTRUCTION = "Given a passage, retrieve the documentation page it was taken from: "
 MIN_PAGE_WORDS = 300
@@ -53,8 +55,6 @@ def _passages(lines: list[str]) -> list[tuple[int, int]]:
 
 @functools.lru_cache(maxsize=1)
 def _pages() -> dict[str, str]:
-    from study.tasks.beir import read_beir
-    from study.tasks.pydocs import pydocs_dir
 
     corpus, *_ = read_beir(pydocs_dir())
     return corpus

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from study.sources import kjv_verses
 from study.tasks.base import RetrievalTask, Split
 
 FIRST_NAMES = (
@@ -167,7 +168,6 @@ class _Needle:
 
     @staticmethod
     def text(rng, length, sentence, depth):
-        from study.data.sources import kjv_verses
 
         verses = kjv_verses()
         budget = _words(length)

