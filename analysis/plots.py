@@ -19,6 +19,7 @@ if "ipykernel" not in sys.modules and not os.environ.get("MPLBACKEND") and not o
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 LINESTYLE = {"bidirectional": "-", "causal": "--"}
 
@@ -257,6 +258,7 @@ def plot_attention_layers(df: pd.DataFrame):
             ax.fill_between(xs, per_seed.min().to_numpy(), per_seed.max().to_numpy(), alpha=0.15)
         ax.set_title(metric, fontsize=9)
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for k in range(len(metrics), axes.size):
         axes[k // n_cols][k % n_cols].set_axis_off()
     axes[0][0].legend(fontsize=7, title="backbone / attention / length", title_fontsize=7)
