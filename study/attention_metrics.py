@@ -35,7 +35,7 @@ def attention_metrics(att: torch.Tensor, mask: torch.Tensor | None = None, *, di
     valid = torch.ones(b, t, dtype=torch.bool, device=att.device) if mask is None else mask.to(att.device).bool()
     if not valid.any():
         raise ValueError("the mask leaves no valid token")
-    att = att.float() * valid[:, None, None, :]  # mass on padding keys does not count (the model gives it 0)
+    att = att.float()  # padding keys carry no mass (the model masks them); padding queries are left out below
     n_queries = heads * valid.sum()
 
     # Mass by offset d = key - query, summed over documents, heads and valid queries (one bincount, O(T^2)).

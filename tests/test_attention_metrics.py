@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from study.attention_metrics import attention_metrics, layer_attention_metrics
+from study.backbones.attention import configured_attention
 
 T = 10
 
@@ -52,7 +53,7 @@ def test_one_hot_rows_have_zero_entropy():
 
 def test_padding_is_ignored():
     short = attention_metrics(uniform(6), distances=[2], near=2)
-    padded = torch.rand(2, 1, T, T)  # garbage on padding rows and keys
+    padded = torch.rand(2, 1, T, T)  # garbage on padding query rows
     padded[1, :, :6, :] = 0
     padded[1, :, :6, :6] = uniform(6)[0]
     padded[0] = uniform(T)[0]
@@ -79,6 +80,7 @@ def test_layer_hooks_match_output_attentions(backbone, attention):
 
     cfg = load_config(None, [f"model.backbone={backbone}", f"model.attention={attention}"])
     model = load_backbone(cfg.model, seed=0).model.eval()
+    assert configured_attention(model.config) == attention  # what the probe uses to normalise entropy
     ids = torch.randint(10, 100, (2, 24), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     mask[1, 18:] = 0  # right padding
