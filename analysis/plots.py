@@ -19,6 +19,7 @@ if "ipykernel" not in sys.modules and not os.environ.get("MPLBACKEND") and not o
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 LINESTYLE = {"bidirectional": "-", "causal": "--"}
 
@@ -233,6 +234,37 @@ def _probe_panel(ax, g: pd.DataFrame) -> None:
                 label=label)
         ax.fill_between(xs, per_seed.min().to_numpy(), per_seed.max().to_numpy(), alpha=0.15)
     ax.set_xlabel(x)
+
+
+def plot_attention_layers(df: pd.DataFrame):
+    """Attention metrics by layer (study probe's per-layer `probe/attention_distance` rows), one panel per metric;
+    lines are backbone x attention x length (mean over seeds and runs, band = min..max over seeds); None if absent."""
+    if "layer" not in df:
+        return None
+    att = df[(df.task.astype("string") == "probe/attention_distance") & df.layer.notna()]
+    if att.empty:
+        return None
+    metrics = sorted(att.metric.unique())
+    n_cols = min(4, len(metrics))
+    fig, axes = _grid(int(np.ceil(len(metrics) / n_cols)), n_cols, width=3.6, height=2.8)
+    for k, metric in enumerate(metrics):
+        ax = axes[k // n_cols][k % n_cols]
+        for (backbone, attention, length), g in att[att.metric == metric].groupby(
+                ["backbone", "attention", "length"]):
+            per_seed = g.groupby(["seed", "layer"]).value.mean().unstack("layer")
+            xs = per_seed.columns.to_numpy(dtype=float)
+            ax.plot(xs, per_seed.mean().to_numpy(), LINESTYLE.get(attention, ":"), marker=".",
+                    label=f"{backbone} / {attention} / {length}")
+            ax.fill_between(xs, per_seed.min().to_numpy(), per_seed.max().to_numpy(), alpha=0.15)
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for k in range(len(metrics), axes.size):
+        axes[k // n_cols][k % n_cols].set_axis_off()
+    axes[0][0].legend(fontsize=7, title="backbone / attention / length", title_fontsize=7)
+    fig.suptitle("attention by layer")
+    fig.tight_layout()
+    return fig
 
 
 def plot_pretraining(df: pd.DataFrame):

@@ -147,3 +147,12 @@ for task, fig in probe_figures.items():
     show(fig, output_dir, task.replace("/", "_"))
 if not probe_figures:
     display(Markdown("*No probe results in this study.*"))
+
+# %% [markdown]
+# Attention by layer: the share of attention far away (`far_mass_D<D>`, more than D tokens), on the N tokens just
+# after / before each query (`forward_mass_<N>` / `backward_mass_<N>`; 0 after under causal attention) and how
+# spread out it is (`entropy`, nats; `entropy_norm`, 1 = uniform over the keys a query can see).
+# The paper looked at the last layer only.
+
+# %%
+show(plots.plot_attention_layers(df), output_dir, "probe_attention_layers")  # nothing without per-layer probe rows

@@ -7,11 +7,14 @@ Retrieval scores show bidirectionality only indirectly; these measure it directl
 King James Bible documents of the `needle` task, cut to each length, with the embedder's own special tokens).
 
 (a) attention distance (task `probe/attention_distance`), from eager attention probabilities, per layer
-    (column `layer`) and averaged over layers (layer null), averaged over heads, query positions, documents:
-      far_mass_D<D>     share of attention on keys more than D positions away (the paper: D=1000)
-      forward_mass_<N>  share on the N keys just AFTER the query position (0 under causal attention)
+    (column `layer`) and averaged over layers (layer null), averaged over heads, query positions, documents
+    (exact definitions: study/attention_metrics.py):
+      far_mass_D<D>     share of attention on keys more than D positions away (the paper: D=1000; 0 for
+                        documents of <= D+1 tokens, see `length`), D from probe.distances
+      forward_mass_<N>  share on the N keys just AFTER the query position (0 under causal attention), N = probe.near
       backward_mass_<N> share on the N keys just BEFORE it
-      self_mass         share on the position itself
+      forward_mass      share on all later keys; self_mass: on the position itself
+      entropy           entropy of each query's distribution, nats; entropy_norm: divided by ln(keys it can see)
 (b) context sensitivity (task `probe/context_sensitivity`): at relative position `depth` p of a document,
     replace the text tokens before p (or after p) with random tokens from the probe corpus and measure
       embedding_change_before/after  1 - cosine of the pooled embedding
@@ -36,8 +39,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
-from study.config import load_config, to_container
+from study.attention_metrics import layer_attention_metrics
+from study.backbones.attention import configured_attention
+from study.config import choice, load_config, load_structured, to_container
 from study.encode import autocast
 from study.errors import ConfigError
 from study.inference import eval_builder, load_embedder, load_trained
@@ -65,7 +71,7 @@ class ProbeSettings:
     seed: int = 0
     # Eager attention materialises [heads, T, T] per layer: skip (a) above this length.
     attention_max_length: int = 4096
-    precision: str = "32-true"  # fp32 so "no change" is exactly 0; bf16-mixed for big models
+    precision: str = choice("32-true", PRECISIONS)  # fp32 so "no change" is exactly 0; bf16-mixed for big models
     attention: bool = True
     sensitivity: bool = True
 
@@ -80,23 +86,15 @@ class ProbeResult:
 # ---------------------------------------------------------------- settings
 
 
+@dataclass
+class ProbeKeys:
+    """The `probe.*` keys of `study probe`, loaded like every config (config.load_structured)."""
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+
+
 def parse_settings(overrides: list[str]) -> ProbeSettings:
     """`probe.*` key=value overrides -> validated ProbeSettings (ConfigError names the key and options)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    known = [f.name for f in dataclasses.fields(ProbeSettings)]
-    dotlist = []
-    for o in overrides:
-        key, _, value = o.partition("=")
-        name = key.removeprefix("probe.")
-        if name not in known:
-            raise ConfigError(f"unknown probe key {key!r}; valid: {', '.join('probe.' + k for k in known)}")
-        dotlist.append(f"{name}={value}")
-    try:
-        node = OmegaConf.merge(OmegaConf.structured(ProbeSettings), OmegaConf.from_dotlist(dotlist))
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"probe.{getattr(e, 'full_key', '?')}={getattr(e, 'value', '?')!r}: {e.msg}") from None
+    node = load_structured(ProbeKeys, None, overrides).probe
     s = ProbeSettings(**OmegaConf.to_container(node))
     if not s.lengths or min(s.lengths) < 16:
         raise ConfigError(f"probe.lengths={s.lengths}: give at least one length, each >= 16 tokens")
@@ -109,9 +107,6 @@ def parse_settings(overrides: list[str]) -> ProbeSettings:
             raise ConfigError(f"probe.{key}={getattr(s, key)} must be >= 1")
     if s.window < 0:
         raise ConfigError(f"probe.window={s.window} must be >= 0 (0 = the whole side)")
-
-    if s.precision not in PRECISIONS:
-        raise ConfigError(f"probe.precision={s.precision!r} is not valid; choose one of: {', '.join(PRECISIONS)}")
     return s
 
 
@@ -143,10 +138,6 @@ def probe_documents(builder, settings: ProbeSettings) -> dict[int, list[tuple[st
 # ---------------------------------------------------------------- (a) attention distance
 
 
-def _hf_model(backbone):
-    return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
-
-
 def _autocast(precision: str, device):
 
     return autocast(torch.device(device), precision)
@@ -154,54 +145,33 @@ def _autocast(precision: str, device):
 
 @torch.inference_mode()
 def attention_distance(embedder, docs, settings: ProbeSettings, device="cpu") -> list[dict]:
-    model = _hf_model(embedder.backbone)
-    previous = model.config._attn_implementation
-    model.set_attn_implementation("eager")
+    """Per layer (and averaged over layers, layer null) and length: study.attention_metrics, mean over documents."""
+    backbone = embedder.backbone
+    hf = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+    causal = configured_attention(hf.config) == "causal"
     rows = []
-    try:
-        for length, items in docs.items():
-            if length > settings.attention_max_length:
-                log.warning("attention probe skips length %d > probe.attention_max_length", length)
-                continue
-            sums: dict[tuple[int, str], float] = {}
-            for _, seq in items:
-                ids = torch.tensor([seq], device=device)
-                with _autocast(settings.precision, device):
-                    out = embedder.backbone(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=True)
-                for layer, att in enumerate(out.attentions):
-                    for metric, value in _distance_masses(att[0].float(), settings).items():
-                        sums[(layer, metric)] = sums.get((layer, metric), 0.0) + value / len(items)
-            layers = sorted({k[0] for k in sums})
-            metrics = sorted({k[1] for k in sums})
-            for metric in metrics:
-                for layer in layers:
-                    rows.append(dict(task=ATTENTION_TASK, length=length, metric=metric, value=sums[(layer, metric)],
-                                     layer=layer))
-                rows.append(dict(task=ATTENTION_TASK, length=length, metric=metric, layer=None,
-                                 value=float(np.mean([sums[(layer, metric)] for layer in layers]))))
-    finally:
-        model.set_attn_implementation(previous)
+    for length, items in docs.items():
+        if length > settings.attention_max_length:
+            log.warning("attention probe skips length %d > probe.attention_max_length", length)
+            continue
+        sums: dict[tuple[int, str], float] = {}
+        for _, seq in items:
+            ids = torch.tensor([seq], device=device)
+            with _autocast(settings.precision, device):
+                per_layer = layer_attention_metrics(backbone, ids, torch.ones_like(ids), causal=causal,
+                                                    distances=settings.distances, near=settings.near)
+            for layer, values in enumerate(per_layer):
+                for metric, value in values.items():
+                    sums[(layer, metric)] = sums.get((layer, metric), 0.0) + value / len(items)
+        layers = sorted({k[0] for k in sums})
+        metrics = sorted({k[1] for k in sums})
+        for metric in metrics:
+            for layer in layers:
+                rows.append(dict(task=ATTENTION_TASK, length=length, metric=metric, value=sums[(layer, metric)],
+                                 layer=layer))
+            rows.append(dict(task=ATTENTION_TASK, length=length, metric=metric, layer=None,
+                             value=float(np.mean([sums[(layer, metric)] for layer in layers]))))
     return rows
-
-
-def _distance_masses(att: torch.Tensor, settings: ProbeSettings) -> dict[str, float]:
-    """att [heads, T, T] (rows: query positions, each a distribution over keys) -> mass by distance."""
-    heads, t, _ = att.shape
-    pos = torch.arange(t, device=att.device)
-    offset = (pos.view(1, -1) - pos.view(-1, 1)).flatten() + (t - 1)  # key - query, shifted to >= 0
-    by_offset = torch.bincount(offset, weights=att.sum(0).flatten().double(), minlength=2 * t - 1)
-    by_offset = by_offset / (heads * t)  # mean over heads and query positions; sums to 1
-    d = torch.arange(-(t - 1), t, device=att.device)
-    n = settings.near
-    out = {
-        f"forward_mass_{n}": by_offset[(d >= 1) & (d <= n)].sum().item(),
-        f"backward_mass_{n}": by_offset[(d <= -1) & (d >= -n)].sum().item(),
-        "self_mass": by_offset[d == 0].sum().item(),
-        "forward_mass": by_offset[d >= 1].sum().item(),
-    }
-    for dist in settings.distances:
-        out[f"far_mass_D{dist}"] = by_offset[d.abs() > dist].sum().item()
-    return out
 
 
 # ---------------------------------------------------------------- (b) context sensitivity
@@ -303,8 +273,6 @@ def _load(run: str | None, rest: list[str]):
                               "(the model is the run's)")
         embedder, backbone, cfg = load_trained(run_dir)
         if rest:
-            from omegaconf import OmegaConf
-
             OmegaConf.set_readonly(cfg, False)
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(rest))
         identity = {"run_name": run_dir.name, "run_id": uuid.uuid4().hex[:8]}

@@ -88,7 +88,9 @@ def probe_rows(study: str = "fixture") -> pd.DataFrame:
         for length in (256, 1024):
             for layer in (0, 1, None):
                 forward = 0.0 if attention == "causal" else 0.2 + 0.05 * (layer or 0.5)
-                for metric, value in (("forward_mass_50", forward), ("far_mass_D64", 0.1 + length / 1e4)):
+                spread = 0.6 + 0.1 * (layer or 0.5) + 0.1 * (attention == "bidirectional")
+                for metric, value in (("forward_mass_50", forward), ("far_mass_D64", 0.1 + length / 1e4),
+                                      ("entropy_norm", spread)):
                     rows.append(dict(task="probe/attention_distance", length=length, metric=metric, value=value))
                     layers.append(layer)
             for depth in (0.1, 0.5, 0.9):

@@ -364,8 +364,17 @@ def test_plots_build_figures(tmp_path, planted):
     assert sensitivity.get_xlabel() == "depth" and len(sensitivity.lines) == 2 * 2  # attention x length
     causal = [ln for ln in sensitivity.lines if "causal" in ln.get_label()]
     assert all(np.allclose(ln.get_ydata(), 0) for ln in causal)
+    layers = plots.plot_attention_layers(full)  # per-layer attention rows: x layer, line per attention x length
+    panels = {a.get_title(): a for a in layers.axes if a.lines}
+    assert set(panels) == {"entropy_norm", "far_mass_D64", "forward_mass_50"}
+    forward = panels["forward_mass_50"]
+    assert forward.get_xlabel() == "layer" and len(forward.lines) == 2 * 2
+    for line in forward.lines:
+        assert list(line.get_xdata()) == [0, 1]
+        assert np.allclose(line.get_ydata(), 0) == ("causal" in line.get_label())
     assert plots.plot_pretraining(full) is not None
     assert plots.plot_pretraining(planted) is None and plots.plot_probes(planted) == {}
+    assert plots.plot_attention_layers(planted) is None
 
 
 def test_normalise_reads_text_tables():

@@ -35,7 +35,7 @@ def test_report_executes_both_notebooks_on_a_fixture_study(tmp_path, monkeypatch
 
     figures = {p.stem for p in (out / "figures").glob("*.png")}
     assert figures == {"score_vs_length", "score_vs_length_ndcg_at_1", "depth_heatmap_needle", "depth_heatmap_passkey", "paired_differences",
-                       "probe_attention_distance",
+                       "probe_attention_distance", "probe_attention_layers",
                        "probe_context_sensitivity", "parameter_effects", "parameter_importances", "pretraining_loss"}
     main_html = (out / "bidirectionality_long_context.html").read_text()
     for heading in ("How does bidirectional attention affect long-context embeddings?", "Score vs document length",

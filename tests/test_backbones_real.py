@@ -11,14 +11,10 @@ import pytest
 import torch
 from remote_standins import VOCAB, dream_checkpoint, llada_checkpoint, write_tokenizer
 
-from study.backbones import (
-    AttentionMismatch,
-    UnsupportedBackbone,
-    load_backbone,
-    native,
-    probe_attention,
-    resolve_backbone,
-)
+from study.backbones import native
+from study.backbones.attention import AttentionMismatch, UnsupportedBackbone, probe_attention
+from study.backbones.loading import load_backbone
+from study.backbones.registry import resolve_backbone
 from study.config import load_config
 from study.errors import ConfigError
 

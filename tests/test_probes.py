@@ -2,6 +2,7 @@
 
 import pandas as pd
 import pytest
+from run_helpers import make_run
 
 from study.cli import main
 
@@ -76,10 +77,44 @@ def test_probe_cli_writes_table_and_wandb_and_appends(tmp_path, capsys):
     assert len(pd.read_parquet(tmp_path / "p" / "probes.parquet")) == 2 * len(table)
 
 
+@pytest.mark.slow
+def test_probe_of_runs_reports_every_layer_for_both_directions(tmp_path, capsys):
+    """`study probe <run>` on a causal and a bidirectional run folder: attention metrics for each of the 4
+    layers (+ the layer mean); forward mass exactly 0 under causal attention, not under bidirectional."""
+    args = ["probe.lengths=[64]", "probe.num_docs=1", "probe.sensitivity=false", "probe.distances=[16]",
+            "probe.near=8"]
+    metrics = {"far_mass_D16", "forward_mass_8", "backward_mass_8", "forward_mass", "self_mass", "entropy",
+               "entropy_norm"}
+    per_layer = {}
+    for attention in ("causal", "bidirectional"):
+        run = make_run(tmp_path, attention, f"model.attention={attention}")
+        assert main(["probe", str(run), *args]) == 0
+        assert "entropy_norm" in capsys.readouterr().out
+        table = pd.read_parquet(run / "probes.parquet")
+        assert set(table.task) == {"probe/attention_distance"} and set(table.attention) == {attention}
+        assert set(table.metric) == metrics and set(table.length) == {64}
+        layers = table[table.layer.notna()]
+        assert all(sorted(g) == [0, 1, 2, 3] for _, g in layers.groupby("metric").layer)
+        per_layer[attention] = layers.pivot_table(index="layer", columns="metric", values="value")
+    causal, bi = per_layer["causal"], per_layer["bidirectional"]
+    print("causal\n", causal.round(3).to_string(), "\nbidirectional\n", bi.round(3).to_string())
+    assert (causal.forward_mass_8 == 0).all() and (causal.forward_mass == 0).all()
+    assert (bi.forward_mass_8 > 0.02).all() and (bi.forward_mass > 0.3).all()
+    for t in (causal, bi):  # 64 tokens: some keys are more than 16 away; entropy is a share of its maximum
+        assert t.far_mass_D16.between(0.01, 1).all() and t.entropy_norm.between(0.5, 1 + 1e-6).all()
+        assert (t.entropy > 0).all()
+
+
 def test_bad_probe_keys_exit_2(tmp_path, capsys):
     assert main(["probe", "probe.lenghts=[64]"]) == 2
     assert "probe.lengths" in capsys.readouterr().err
     assert main(["probe", "probe.depths=[1.5]"]) == 2
     assert "probe.depths" in capsys.readouterr().err
+    assert main(["probe", "probe.near=0"]) == 2  # the forward/backward window
+    assert "probe.near=0" in capsys.readouterr().err
+    assert main(["probe", "probe.distances=[1000,0]"]) == 2  # the far thresholds
+    assert "probe.distances=[1000, 0]" in capsys.readouterr().err
+    assert main(["probe", "probe.near=many"]) == 2
+    assert "probe.near" in capsys.readouterr().err
     assert main(["probe", str(tmp_path), "model.pooling=mean"]) == 2  # a run's model is fixed
     assert "model.pooling=mean" in capsys.readouterr().err

@@ -61,6 +61,13 @@ def set_attention(config, attention: str) -> None:
             sub.add_cross_attention = False
 
 
+def configured_attention(config) -> str:
+    """The direction `set_attention` put on a config: 'causal' or 'bidirectional' (decoders default to causal)."""
+    sub = _configs(config)[-1]
+    causal = getattr(sub, "is_causal", None) is not False if family(sub) == "decoder" else sub.is_decoder
+    return "causal" if causal else "bidirectional"
+
+
 def _configs(config) -> list:
     # Multimodal wrappers (gemma3) keep the language model's config in text_config.
     text = getattr(config, "text_config", None)
