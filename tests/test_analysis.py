@@ -190,7 +190,7 @@ def test_local_study_folder_round_trip_with_probes_and_pretraining(tmp_path, mon
     build.mkdir(parents=True)
     curves = pretrain_rows(backbone="tiny-ar").assign(backbone="tiny-ar")
     curves.to_parquet(build / "results.parquet")
-    monkeypatch.setattr(load, "_pretrained_folder", lambda name: build if name == "tiny-ar" else None)
+    monkeypatch.setattr(load, "pretrained_folder", lambda name: build if name == "tiny-ar" else None)
     df = load.load_local(folder / "results.parquet")
     assert set(df.task) == {"passkey", "needle", "pretrain", "probe/attention_distance", "probe/context_sensitivity"}
     assert (df.task == "pretrain").sum() == len(curves) and df.step.notna().sum() == len(curves)

@@ -24,7 +24,7 @@ def test_report_executes_both_notebooks_on_a_fixture_study(tmp_path, monkeypatch
     build = tmp_path / "cache" / "tiny-ar-abc"  # a pretrained backbone's build folder (study/pretrain)
     build.mkdir(parents=True)
     pretrain_rows(backbone="tiny-ar").to_parquet(build / "results.parquet")
-    monkeypatch.setattr(load, "_pretrained_folder", lambda name: build if name == "tiny-ar" else None)
+    monkeypatch.setattr(load, "pretrained_folder", lambda name: build if name == "tiny-ar" else None)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "reports"
     rc = main(["report", "--results", str(folder / "results.parquet"), "--optuna", str(folder / "optuna.db"), "--out", str(out),

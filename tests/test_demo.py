@@ -57,7 +57,7 @@ def test_smoke_demo_produces_a_report_from_a_real_sweep_and_resumes(tmp_path, mo
 def test_bm25_reference_is_reused_only_for_the_same_evaluation_settings(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    import study.run_eval
+    import study.demo
     from study import demo
 
     calls = []
@@ -69,7 +69,7 @@ def test_bm25_reference_is_reused_only_for_the_same_evaluation_settings(tmp_path
         pd.DataFrame({"value": [len(calls)]}).to_parquet(out / "results.parquet")
         return SimpleNamespace(eval_dir=out)
 
-    monkeypatch.setattr(study.run_eval, "run_eval", fake_run_eval)
+    monkeypatch.setattr(study.demo, "run_eval", fake_run_eval)
     spec = SimpleNamespace(base={"eval.lengths": [128], "eval.num_docs": 60, "trainer.max_steps": 3})
     first = demo.bm25_reference(spec, tmp_path / "study")
     assert demo.bm25_reference(spec, tmp_path / "study") == first and len(calls) == 1

@@ -122,9 +122,9 @@ def test_cli_exit_code_2_and_no_study_on_bad_spec(tmp_path, capsys):
 
 
 def test_a_spec_on_an_unbuilt_pretrained_backbone_says_how_to_build_it(monkeypatch, tmp_path):
-    import study.backbones.index
+    import study.backbones.registry
 
-    monkeypatch.setattr(study.backbones.index, "pretrained_folder", lambda name: None)
+    monkeypatch.setattr(study.backbones.registry, "pretrained_folder", lambda name: None)
     spec = tmp_path / "pair.yaml"
     spec.write_text("name: pair\nspace:\n  model.backbone: {type: categorical, choices: [tiny-ar, tiny-diffusion]}\n"
                     "sampler: grid\nseeds: [0]\nobjective: {metric: average/ndcg_at_1, direction: maximize}\n")
@@ -133,10 +133,10 @@ def test_a_spec_on_an_unbuilt_pretrained_backbone_says_how_to_build_it(monkeypat
 
 
 def test_grid_cells_and_shipped_sweeps_are_valid(monkeypatch, tmp_path):
-    import study.backbones.index
+    import study.backbones.registry
 
     # Other shipped sweeps run on the pretrained pair; stand in for builds (validation only resolves names).
-    monkeypatch.setattr(study.backbones.index, "pretrained_folder",
+    monkeypatch.setattr(study.backbones.registry, "pretrained_folder",
                         lambda name: tmp_path if name in ("tiny-ar", "tiny-diffusion") else None)
     root = Path(__file__).parent.parent / "sweeps"
     grid = load_spec(root / "attention_pooling.yaml")
@@ -337,7 +337,8 @@ def _kill_and_resume(tmp_path, name, path, study_dir, url, storage, cmd, backend
     for t in complete:
         rows = table[table.trial == t.number]
         assert set(rows.attention) == {t.params["model.attention"]}
-        assert set(rows["model.pooling"]) == {t.params["model.pooling"]}
+        # One spelling: a swept ablation key is its ablation column, never a second `model.pooling` column.
+        assert set(rows.pooling) == {t.params["model.pooling"]} and "model.pooling" not in rows
         agg = rows[rows.query_id.isna() & rows.length.isna() & (rows.metric == "ndcg_at_1")]
         assert agg.value.item() == pytest.approx(t.value)
         # One offline W&B run per trial, grouped by study, named and tagged by the trial.

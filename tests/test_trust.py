@@ -290,12 +290,12 @@ def test_sigterm_during_the_demo_exits_143_with_the_resume_command(monkeypatch, 
 
 
 def test_ctrl_c_during_evaluation_exits_130_without_a_traceback(tmp_path, monkeypatch, capsys):
-    import study.evaluate
+    import study.inference
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(study.evaluate, "evaluate_task", interrupt)
+    monkeypatch.setattr(study.inference, "evaluate_task", interrupt)
     code = main(["eval", "model.backbone=tiny-qwen2", "eval.tasks=[passkey]", "eval.lengths=[64]",
                  "eval.num_queries=2", "eval.num_docs=4", f"output_dir={tmp_path}", "wandb.mode=disabled"])
     assert code == 130

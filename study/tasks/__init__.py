@@ -23,8 +23,10 @@ from typing import Callable
 from study.tasks.base import RetrievalTask, Split, TaskUnavailable
 from study.tasks.beir import check_folder, load_beir
 from study.tasks.hub import check_longembed, check_mteb, load_longembed, load_mteb
-from study.tasks.pydocs import pydocs, pydocs_index
-from study.tasks.pydocs_deep import pydocs_deep
+# Aliased: binding the names pydocs / pydocs_deep here would hide the submodules of the same names.
+from study.tasks.pydocs import pydocs as build_pydocs
+from study.tasks.pydocs import pydocs_index
+from study.tasks.pydocs_deep import pydocs_deep as build_pydocs_deep
 from study.tasks.synthetic import needle, passkey
 
 # name -> builder(lengths, num_queries, num_docs, seed)
@@ -93,19 +95,14 @@ def build_task(name: str, eval_cfg) -> RetrievalTask:
     if kind in SYNTHETIC:
         return SYNTHETIC[kind](list(eval_cfg.lengths), eval_cfg.num_queries, eval_cfg.num_docs, eval_cfg.seed)
     if kind == "pydocs":
-
-        return pydocs()
+        return build_pydocs()
     if kind == "pydocs-index":
-
         return pydocs_index()
     if kind == "pydocs-deep":
-
-        return pydocs_deep(list(eval_cfg.lengths), eval_cfg.num_queries, eval_cfg.num_docs, eval_cfg.seed)
+        return build_pydocs_deep(list(eval_cfg.lengths), eval_cfg.num_queries, eval_cfg.num_docs, eval_cfg.seed)
     if kind == "beir":
-
         return load_beir(arg, name=f"beir:{Path(arg).expanduser().name}")
     if kind == "longembed":
-
         return load_longembed(arg)
 
     return load_mteb(arg)
