@@ -27,7 +27,8 @@ SMALL = {
     "embeddinggemma": dict(num_hidden_layers=2, head_dim=16, sliding_window=8,
                            layer_types=["sliding_attention", "full_attention"]),
 }
-TINY_NAMES = ["tiny-modernbert", "tiny-modernbert-decoder", "tiny-embeddinggemma"]
+# tiny-qwen3 stands in for Qwen3-Embedding (plain Qwen3 weights, used causal with last-token pooling).
+TINY_NAMES = ["tiny-modernbert", "tiny-modernbert-decoder", "tiny-embeddinggemma", "tiny-qwen3"]
 
 
 def build(family, attention, impl, tokenizer, **extra):
@@ -191,7 +192,7 @@ def test_load_switch_and_pool(name, attention, one_thread):
         embedder.eval()
         assert probe_attention(embedder.backbone, len(backbone.tokenizer)) == attention
         expected_type = {"tiny-modernbert": "modernbert", "tiny-modernbert-decoder": "modernbert-decoder",
-                         "tiny-embeddinggemma": "gemma3_text"}[name]
+                         "tiny-embeddinggemma": "gemma3_text", "tiny-qwen3": "qwen3"}[name]
         if name == "tiny-modernbert" and attention == "causal":
             expected_type = "modernbert-decoder"  # the encoder's weights in the decoder class
         assert embedder.backbone.config.model_type == expected_type
