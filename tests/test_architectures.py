@@ -215,7 +215,7 @@ def _train_step_lowers_loss(embedder, builder):
     queries = ["what is a cat", "where is the river", "who wrote the letter", "why is the sky dark"]
     docs = ["a cat is a small animal", "the river runs by the town", "she wrote the letter", "night makes it dark"]
     before = {n: p.detach().clone() for n, p in embedder.named_parameters()}
-    opt = torch.optim.AdamW(embedder.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(embedder.parameters(), lr=1e-4)
     loss_fn = InfoNCE(0.05, gather=False)
     embedder.train()
     losses = []
