@@ -185,17 +185,21 @@ TEXTS = ["a short text", "a somewhat longer text about the word and its meaning"
 @pytest.mark.parametrize("name", TINY_NAMES)
 @pytest.mark.parametrize("attention", ["bidirectional", "causal"])
 def test_load_switch_and_pool(name, attention, one_thread):
+    _, _, backbone = embedder_for(name, attention)
+    expected_type = {"tiny-modernbert": "modernbert", "tiny-modernbert-decoder": "modernbert-decoder",
+                     "tiny-embeddinggemma": "gemma3_text", "tiny-qwen3": "qwen3"}[name]
+    if name == "tiny-modernbert" and attention == "causal":
+        expected_type = "modernbert-decoder"  # the encoder's weights in the decoder class
+    assert backbone.model.config.model_type == expected_type
+    assert (backbone.family, backbone.padding_side) == (
+        ("encoder", "right") if expected_type == "modernbert" else ("decoder", "left"))
+    assert probe_attention(backbone.model, len(backbone.tokenizer)) == attention
     poolings = ["mean", "last_token"] + (["mask_tokens"] if attention == "bidirectional" else [])
-    for pooling in poolings:
-        embedder, builder, backbone = embedder_for(name, attention, pooling,
-                                                   *(["model.mask_tokens=2"] if pooling == "mask_tokens" else []))
-        embedder.eval()
-        assert probe_attention(embedder.backbone, len(backbone.tokenizer)) == attention
-        expected_type = {"tiny-modernbert": "modernbert", "tiny-modernbert-decoder": "modernbert-decoder",
-                         "tiny-embeddinggemma": "gemma3_text", "tiny-qwen3": "qwen3"}[name]
-        if name == "tiny-modernbert" and attention == "causal":
-            expected_type = "modernbert-decoder"  # the encoder's weights in the decoder class
-        assert embedder.backbone.config.model_type == expected_type
+    for pooling in poolings:  # one backbone, each pooling's embedder and inputs
+        cfg = load_config(overrides=[f"model.backbone={name}", f"model.attention={attention}",
+                                     f"model.pooling={pooling}", "eval.max_length=64",
+                                     *(["model.mask_tokens=2"] if pooling == "mask_tokens" else [])])
+        embedder, builder = build_embedder(backbone, cfg.model).eval(), eval_builder(cfg, backbone)
         with torch.no_grad():
             batch = embedder(builder(TEXTS))
             alone = torch.cat([embedder(builder([t])) for t in TEXTS])
