@@ -110,7 +110,8 @@ def cmd_backbones(args) -> int:
 
     width = max(map(len, REGISTRY))
     for name, spec in REGISTRY.items():
-        print(f"{name:<{width}}  {spec.source:<40}  {spec.description}")
+        natural = f" [natural: {spec.natural}]" if spec.natural else ""
+        print(f"{name:<{width}}  {spec.source:<40}  {spec.description}{natural}")
     print("\nAlso accepted: any Hugging Face hub id (org/name) or a local save_pretrained folder.")
     return 0
 

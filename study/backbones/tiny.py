@@ -21,6 +21,8 @@ SIZES = {
     "mini": dict(hidden_size=128, intermediate_size=512, residual_init_scale=0.1),
 }
 RESIDUAL_OUTPUTS = ("o_proj.weight", "down_proj.weight")
+FAMILIES = ("qwen2", "llama", "mistral", "qwen3", "gemma3", "embeddinggemma", "bert", "modernbert",
+            "modernbert-decoder")
 
 
 def scale_residual_branches(model, scale: float) -> None:
@@ -45,7 +47,16 @@ def tiny_config(family: str, tokenizer, **overrides):
         raise ValueError(f"unknown tiny size {size!r}; choose one of: {', '.join(SIZES)}")
     shape = SIZES[size or "tiny"]
     overrides = {**{k: v for k, v in shape.items() if k != "residual_init_scale"}, **overrides}
-    from transformers import BertConfig, Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+    from transformers import (
+        BertConfig,
+        Gemma3TextConfig,
+        LlamaConfig,
+        MistralConfig,
+        ModernBertConfig,
+        ModernBertDecoderConfig,
+        Qwen2Config,
+        Qwen3Config,
+    )
 
     ids = dict(
         vocab_size=len(tokenizer),
@@ -76,6 +87,16 @@ def tiny_config(family: str, tokenizer, **overrides):
     elif family == "gemma3":
         cfg = Gemma3TextConfig(**{"head_dim": decoder["hidden_size"] // HEADS, "sliding_window": MAX_POSITIONS,
                                   **decoder})
+    elif family == "embeddinggemma":
+        # EmbeddingGemma: Gemma3 text with its bidirectional flag (transformers halves the window to one side + 1).
+        cfg = Gemma3TextConfig(**{"head_dim": decoder["hidden_size"] // HEADS, "sliding_window": 512,
+                                  "use_bidirectional_attention": True, **decoder})
+    elif family in ("modernbert", "modernbert-decoder"):
+        # ModernBERT / Ettin: RoPE, every third layer global, the others a local window (local_attention, total).
+        mb = dict(num_hidden_layers=LAYERS, num_attention_heads=HEADS, max_position_embeddings=BERT_MAX_POSITIONS,
+                  local_attention=128, cls_token_id=ids["bos_token_id"], sep_token_id=ids["eos_token_id"], **ids)
+        mb.update({k: v for k, v in overrides.items() if k != "head_dim"})
+        cfg = ModernBertConfig(**mb) if family == "modernbert" else ModernBertDecoderConfig(use_cache=False, **mb)
     elif family == "bert":
         bert = dict(
             num_hidden_layers=LAYERS,
@@ -88,6 +109,6 @@ def tiny_config(family: str, tokenizer, **overrides):
         )
         cfg = BertConfig(**{**bert, **{k: v for k, v in overrides.items() if k != "head_dim"}})
     else:
-        raise ValueError(f"unknown tiny family {family!r}; choose one of: qwen2, llama, mistral, qwen3, gemma3, bert")
+        raise ValueError(f"unknown tiny family {family!r}; choose one of: {', '.join(FAMILIES)}")
     cfg.residual_init_scale = shape["residual_init_scale"]
     return cfg

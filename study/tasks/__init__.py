@@ -23,6 +23,7 @@ from typing import Callable
 from study.tasks.base import RetrievalTask, Split, TaskUnavailable
 from study.tasks.beir import check_folder, load_beir
 from study.tasks.hub import check_longembed, check_mteb, load_longembed, load_mteb
+
 # Aliased: binding the names pydocs / pydocs_deep here would hide the submodules of the same names.
 from study.tasks.pydocs import pydocs as build_pydocs
 from study.tasks.pydocs import pydocs_index
