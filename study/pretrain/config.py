@@ -7,7 +7,6 @@ the same settings (and the same corpus) share one pretrained backbone.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -124,6 +123,3 @@ def default_name(cfg: DictConfig, key: str, with_adapt: bool = True) -> str:
     is_default = training_settings(cfg, with_adapt) == training_settings(reference, adapt != "none")
     return base if is_default else f"{base}-{key[:8]}"
 
-
-def field_names() -> list[str]:
-    return [f.name for f in dataclasses.fields(PretrainConfig)]
