@@ -34,7 +34,7 @@ class PretrainConfig:
     # settings, <that name>-<hash8> for any other settings (so defaults are never replaced silently).
     name: Optional[str] = None
     seed: int = 0  # initial weights and data order: the same for both objectives
-    tokens: int = 250_000  # training token budget (sized for `make demo`: ~3 min per backbone on 2 cores) (batch_size x seq_len x steps); see README for timings
+    tokens: int = 250_000  # training token budget (batch_size x seq_len x steps: 61 steps); timings: docs/backbones.md
     seq_len: int = 256
     batch_size: int = 16
     lr: float = 1e-3
