@@ -3,16 +3,20 @@
     study train [--config FILE] [key=value ...]     fine-tune + evaluate one model
     study config [--config FILE] [key=value ...]    print the resolved config (validation only)
     study pretrain [--config FILE] [key=value ...]  pretrain tiny-ar / tiny-diffusion / tiny-ar-mntp (cached)
+    study demo [--smoke] [--budget-minutes M]       the default study: sweep, BM25 reference, report
+    study bench [--long] [--quick]                  throughput vs the machine's measured peak -> bench_results/
     study backbones                                 list registered backbones
     study tasks                                     list evaluation tasks
-    study verify-backbone NAME                      Dream/LLaDA: native load vs their remote code
     study eval [RUN | bm25] [key=value ...]         score a trained run, an off-the-shelf model or BM25 on tasks
     study build-task pydocs                         build the offline real-text task (fetches python3.11-doc)
     study sweep SPEC [--workers N] [--storage URL]  Optuna sweep of ablation runs (study/sweep/)
-    study status STUDY [--storage URL]              trials, states and failures of a sweep
     study plan SPEC_OR_CONFIG [--gpu h100] [...]    cost plan: FLOPs, wall time, GPU-hours, memory per GPU
+    study status STUDY [--storage URL]              trials, states and failures of a sweep
     study report --study NAME | --results PATH ... | --wandb ENTITY/PROJECT --group G   notebooks -> reports/
-    study bench [--long] [--quick]                  throughput vs the machine's measured peak -> bench_results/
+    study power STUDY [--target POINTS]             size a study from its pilot: interval widths, cheapest design
+    study verify-backbone NAME                      Dream/LLaDA: native load vs their remote code
+    study export RUN OUT                            a trained run as a sentence-transformers folder
+    study probe [RUN] [key=value ...]               attention distance and context sensitivity of a model
 
 Bad input exits with code 2 and a message naming the key, the value and the
 valid options, before any model is built.

@@ -1,4 +1,5 @@
-"""Encode texts to unit-norm embeddings: no gradients, length-sorted token-budget batches, bf16 autocast.
+"""Encode texts to unit-norm embeddings: no gradients, length-sorted token-budget batches, precision=auto
+(bf16 autocast where bf16 is native, else fp32: study/precision.py).
 
 Sorting by length and filling each batch up to `batch_tokens` (rows x padded
 length) keeps padding small and memory flat across mixed-length corpora; the

@@ -145,7 +145,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
-def summary(rows: list[dict], metric: str = "ndcg_at_1") -> dict[str, float]:
+def summary(rows: list[dict]) -> dict[str, float]:
     """Flat {'<task>/<metric>': value, '<task>/<length>/<metric>': value} of the aggregate rows."""
     out = {}
     for r in rows:

@@ -6,7 +6,7 @@
     mteb.evaluate(model, mteb.get_tasks(tasks=["LEMBNeedleRetrieval"]))
 
 mteb hands `encode` a DataLoader (texts in batch["text"]); we gather the texts and use the project's own
-encoder (study.encode.encode: length-sorted token-budget batches, bf16 autocast), so scores under mteb
+encoder (study.encode.encode: length-sorted token-budget batches, precision=auto), so scores under mteb
 and under `study eval` come from the same vectors. The model is used as trained:
   * attention and pooling come from the run (load_trained rebuilds and re-verifies them);
   * queries get an instruction, documents none, as in training and in our own tasks. The instruction is

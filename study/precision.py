@@ -1,7 +1,8 @@
 """Which precision to compute in: bf16 autocast only where the hardware runs bf16 natively.
 
 On CPUs without AVX512-BF16 or AMX, bf16 matmuls are emulated and about 4x SLOWER than fp32
-(measured on this project's Intel dev machines: 15 vs 59 GFLOP/s on 2 threads), while on CPUs with
+(measured on this project's Intel dev machines, 2 threads, 2048^3 torch.mm via
+study.bench.matmul_gflops: 15 vs 59 GFLOP/s), while on CPUs with
 them (AMD EPYC Zen 4, Sapphire Rapids) and on GPUs bf16 is about 2x faster. `auto` picks per machine,
 so the same config is fast on a laptop, a CI box and a GPU node.
 """

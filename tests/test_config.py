@@ -68,3 +68,15 @@ def test_flat_names_match_schema_keys():
     flat = flatten(load_config())
     assert set(flat) == set(all_keys())
     assert flat["model.attention"] == "bidirectional"
+
+
+def test_cli_docstring_lists_every_subcommand():
+    """The module docstring is the newcomer's command list: it must name each subcommand the parser has."""
+    import re
+
+    import study.cli
+    from study.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    documented = set(re.findall(r"^    study ([a-z-]+)", study.cli.__doc__, flags=re.M))
+    assert documented == set(sub.choices)

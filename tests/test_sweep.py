@@ -6,6 +6,8 @@ The tests that need concurrency or SIGKILL run real `study sweep` worker process
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -16,6 +18,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pandas as pd
@@ -132,23 +135,40 @@ def test_a_spec_on_an_unbuilt_pretrained_backbone_says_how_to_build_it(monkeypat
         load_spec(spec)
 
 
-def test_grid_cells_and_shipped_sweeps_are_valid(monkeypatch, tmp_path):
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """The shipped sweeps/ files, each loaded (and validated: seconds) once; the sweeps on the pretrained pair
+    see stand-in builds (validation only resolves names)."""
     import study.backbones.registry
 
-    # Other shipped sweeps run on the pretrained pair; stand in for builds (validation only resolves names).
-    monkeypatch.setattr(study.backbones.registry, "pretrained_folder",
-                        lambda name: tmp_path if name in ("tiny-ar", "tiny-diffusion") else None)
-    root = Path(__file__).parent.parent / "sweeps"
-    grid = load_spec(root / "attention_pooling.yaml")
-    assert grid.sampler == "grid" and len(grid.seeds) == 10
+    stand_in = tmp_path_factory.mktemp("builds")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(study.backbones.registry, "pretrained_folder",
+                   lambda name: stand_in if name in ("tiny-ar", "tiny-diffusion") else None)
+        return {name: load_spec(Path(__file__).parent.parent / "sweeps" / name)
+                for name in ("attention_pooling.yaml", "tune_lr_temperature.yaml")}
+
+
+def test_default_sweep_is_a_10_seed_attention_x_pooling_grid_on_mini_qwen2(shipped):
+    grid = shipped["attention_pooling.yaml"]
+    assert grid.sampler == "grid" and len(grid.seeds) == 10 and grid.base["model.backbone"] == "mini-qwen2"
     cells = grid.cells()
-    assert len(cells) == len({json.dumps(c, sort_keys=True) for c in cells})
+    assert len(cells) == 10 * 2 * 2 and len(cells) == len({json.dumps(c, sort_keys=True) for c in cells})
     assert {c["model.attention"] for c in cells} == {"bidirectional", "causal"}
     assert {c["model.pooling"] for c in cells} == {"mean", "weighted_mean"}
-    assert len(cells) == 10 * 2 * 2 and grid.base["model.backbone"] == "mini-qwen2"
+
+
+def test_default_sweep_grid_is_seed_major_with_the_attention_pair_adjacent(shipped):
+    cells = shipped["attention_pooling.yaml"].cells()
     # seed-major, attention innermost: each consecutive pair of cells is one paired comparison
-    assert [c["seed"] for c in cells[:4]] == [0] * 4 and cells[0]["model.attention"] != cells[1]["model.attention"]
-    tune = load_spec(root / "tune_lr_temperature.yaml")
+    assert [c["seed"] for c in cells[:4]] == [0] * 4
+    for a, b in zip(cells[::2], cells[1::2]):
+        assert {k: v for k, v in a.items() if k != "model.attention"} == {k: v for k, v in b.items() if k != "model.attention"}
+        assert {a["model.attention"], b["model.attention"]} == {"bidirectional", "causal"}
+
+
+def test_tuning_sweep_is_tpe_with_median_pruning_on_log_scales(shipped):
+    tune = shipped["tune_lr_temperature.yaml"]
     assert tune.sampler == "tpe" and tune.pruner["type"] == "median"
     assert tune.space["optim.lr"].log and tune.space["loss.temperature"].log
 
@@ -162,14 +182,15 @@ def test_credentials_are_masked():
 # ---------------------------------------------------------------- dispatch without training (fast)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "journal"])
-def test_crashing_trial_is_recorded_and_the_sweep_goes_on_then_rerun_retries_it(tmp_path, monkeypatch, capsys,
-                                                                                 backend):
-    """A trial raising (here the NaN-loss error study/module.py raises) ends FAIL with its reason;
-    the worker runs the other cells; re-running the command re-queues only the failed cell."""
+@pytest.fixture(scope="module", params=["sqlite", "journal"])
+def crash_then_rerun(request, tmp_path_factory):
+    """A 2-cell sweep whose `last_token` trial raises (the NaN-loss error study/module.py raises) on the first
+    run only; the same command run again; then the same study name with a changed spec. One scenario per
+    storage backend, read by the tests below."""
     from study.sweep import dispatch
     from study.train import RunResult
 
+    tmp_path, backend = tmp_path_factory.mktemp("crash"), request.param
     calls = []
 
     def fake_train(self, trial, params, run_dir):
@@ -178,28 +199,50 @@ def test_crashing_trial_is_recorded_and_the_sweep_goes_on_then_rerun_retries_it(
             raise FloatingPointError("non-finite training loss (nan) at step 2")
         return RunResult(run_dir, "x", "x", {"average/ndcg_at_1": 0.5 + len(calls) / 100}, pd.DataFrame())
 
-    monkeypatch.setattr(dispatch.TrialRunner, "_train", fake_train)
     path = write_spec(tmp_path, space={"model.pooling": GRID["model.pooling"]})
     url = f"sqlite:///{tmp_path}/runs/tiny/optuna.db" if backend == "sqlite" else str(tmp_path / "shared" / "s.journal")
     storage = ["--storage", url] if backend == "journal" else []
-    assert main(["sweep", str(path), *storage]) == 1  # a cell has no COMPLETE trial
-    out = capsys.readouterr().out
-    assert "FloatingPointError: non-finite training loss" in out and "COMPLETE 1" in out and "FAIL 1" in out
-    study = optuna.load_study(study_name="tiny", storage=dispatch.open_storage(url))
-    failed = study.get_trials(states=(TrialState.FAIL,))
-    assert len(failed) == 1 and failed[0].params["model.pooling"] == "last_token"
-    assert failed[0].user_attrs["fail_reason"].startswith("FloatingPointError")
 
-    assert main(["sweep", str(path), *storage]) == 0
-    study = optuna.load_study(study_name="tiny", storage=dispatch.open_storage(url))
-    assert sorted(calls) == ["last_token", "last_token", "mean"]  # COMPLETE "mean" never reran
-    assert set(cells(study).values()) == {1} and len(cells(study)) == 2
-    assert main(["status", "tiny", "--storage", url]) == 0
-    # The same study name with a changed spec is refused, nothing queued.
-    changed = write_spec(tmp_path, space={"model.pooling": GRID["model.pooling"]}, seeds=[0, 1])
-    assert main(["sweep", str(changed), *storage]) == 2
-    assert "created from a different sweep spec" in capsys.readouterr().err
-    assert len(optuna.load_study(study_name="tiny", storage=dispatch.open_storage(url)).trials) == 3
+    def load():
+        return optuna.load_study(study_name="tiny", storage=dispatch.open_storage(url))
+
+    r = SimpleNamespace()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dispatch.TrialRunner, "_train", fake_train)
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            r.first_rc = main(["sweep", str(path), *storage])
+        r.first_out, r.failed = out.getvalue(), load().get_trials(states=(TrialState.FAIL,))
+        with contextlib.redirect_stdout(io.StringIO()):
+            r.rerun_rc = main(["sweep", str(path), *storage])
+            r.calls, r.cells = list(calls), cells(load())
+            r.status_rc = main(["status", "tiny", "--storage", url])
+        changed = write_spec(tmp_path, space={"model.pooling": GRID["model.pooling"]}, seeds=[0, 1])
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            r.changed_rc = main(["sweep", str(changed), *storage])
+        r.changed_err, r.trials_after_changed = err.getvalue(), len(load().trials)
+    return r
+
+
+def test_crashing_trial_is_recorded_fail_with_its_reason_and_the_sweep_goes_on(crash_then_rerun):
+    r = crash_then_rerun
+    assert r.first_rc == 1  # a cell has no COMPLETE trial
+    assert "FloatingPointError: non-finite training loss" in r.first_out and "COMPLETE 1" in r.first_out
+    assert "FAIL 1" in r.first_out
+    assert len(r.failed) == 1 and r.failed[0].params["model.pooling"] == "last_token"
+    assert r.failed[0].user_attrs["fail_reason"].startswith("FloatingPointError")
+
+
+def test_rerunning_a_sweep_retries_only_the_failed_cell(crash_then_rerun):
+    r = crash_then_rerun
+    assert r.rerun_rc == 0 and r.status_rc == 0
+    assert sorted(r.calls) == ["last_token", "last_token", "mean"]  # COMPLETE "mean" never reran
+    assert set(r.cells.values()) == {1} and len(r.cells) == 2
+
+
+def test_the_same_study_name_with_a_changed_spec_is_refused_and_nothing_queued(crash_then_rerun):
+    r = crash_then_rerun
+    assert r.changed_rc == 2 and "created from a different sweep spec" in r.changed_err
+    assert r.trials_after_changed == 3
 
 
 def test_a_cell_queued_twice_runs_once(tmp_path, monkeypatch):

@@ -1,6 +1,9 @@
 """`study train` end to end on a tiny backbone: run folder, results table, offline W&B run, determinism."""
 
+import contextlib
+import io
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,72 +18,87 @@ TINY = [
 ]
 
 
-TRAINED: dict = {}
-
-
-@pytest.fixture
-def capture_trained(monkeypatch):
-    """Keep the in-memory embedder of the run that saves a model."""
-    import study.train
-
-    save = study.train.save_model
-
-    def spy(cfg, embedder, backbone, out):
-        TRAINED.update(embedder=embedder, backbone=backbone)
-        return save(cfg, embedder, backbone, out)
-
-    monkeypatch.setattr(study.train, "save_model", spy)
-
-
 def run(tmp_path: Path, name: str, *extra: str) -> Path:
     code = main(["train", f"output_dir={tmp_path}", f"run_name={name}", *TINY, *extra])
     assert code == 0
     return tmp_path / name
 
 
-@pytest.mark.slow
-def test_train_writes_run_folder_results_and_wandb(tmp_path, capsys, capture_trained):
-    run_dir = run(tmp_path, "e2e", "model.attention=causal", "model.pooling=last_token", "seed=1")
-    out = capsys.readouterr().out
-    assert "ndcg_at_1 by task and document length" in out and str(run_dir) in out
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    """One `study train` for every test that reads its run folder; the in-memory embedder is kept (a spy on
+    save_model) so that the saved model can be compared with the trained one."""
+    import study.train
 
+    trained = {}
+    save = study.train.save_model
+
+    def spy(cfg, embedder, backbone, out):
+        trained.update(embedder=embedder, backbone=backbone)
+        return save(cfg, embedder, backbone, out)
+
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        mp.setattr(study.train, "save_model", spy)
+        run_dir = run(tmp_path_factory.mktemp("e2e"), "e2e", "model.attention=causal", "model.pooling=last_token",
+                      "seed=1")
+    table = pd.read_parquet(run_dir / "results.parquet")
+    return SimpleNamespace(run_dir=run_dir, out=printed.getvalue(), trained=trained, table=table,
+                           per_query=table[table.query_id.notna()])
+
+
+@pytest.mark.slow
+def test_train_prints_the_score_table_and_the_run_folder(e2e):
+    assert "ndcg_at_1 by task and document length" in e2e.out and str(e2e.run_dir) in e2e.out
+
+
+@pytest.mark.slow
+def test_train_saves_the_resolved_config(e2e):
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg = OmegaConf.load(e2e.run_dir / "config.yaml")
     assert (cfg.model.attention, cfg.model.pooling, cfg.seed) == ("causal", "last_token", 1)
 
-    table = pd.read_parquet(run_dir / "results.parquet")
-    assert set(table.attention) == {"causal"} and set(table.pooling) == {"last_token"}
-    assert set(table.task) == {"passkey", "needle"}
-    per_query = table[table.query_id.notna()]
+
+@pytest.mark.slow
+def test_train_results_have_one_row_per_task_length_query_and_metric(e2e):
+    assert set(e2e.table.attention) == {"causal"} and set(e2e.table.pooling) == {"last_token"}
+    assert set(e2e.table.task) == {"passkey", "needle"}
+    per_query = e2e.per_query
     # 2 tasks x 2 lengths x 6 queries x 5 metrics, each with a depth in [0, 1]
     assert len(per_query) == 2 * 2 * 6 * 5
     assert per_query.depth.between(0, 1).all() and per_query.depth_bucket.notna().all()
     assert per_query.value.between(0, 1).all()
-    # Aggregates are the means of the per-query rows they summarise.
+
+
+@pytest.mark.slow
+def test_train_aggregate_rows_are_the_means_of_their_query_rows(e2e):
+    table, per_query = e2e.table, e2e.per_query
     agg = table[table.query_id.isna() & table.depth_bucket.isna() & table.length.notna()]
     for (task, length, metric), g in per_query.groupby(["task", "length", "metric"]):
         row = agg[(agg.task == task) & (agg.length == length) & (agg.metric == metric)]
         assert row.value.item() == pytest.approx(g.value.mean())
     # nDCG@1 of a single relevant document is exactly the hit rate at rank 1.
-    ndcg1 = per_query[per_query.metric == "ndcg_at_1"].value
-    assert set(ndcg1.unique()) <= {0.0, 1.0}
+    assert set(per_query[per_query.metric == "ndcg_at_1"].value.unique()) <= {0.0, 1.0}
 
-    # One offline W&B run with its protobuf record file.
-    wandb_files = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
-    assert len(wandb_files) == 1 and wandb_files[0].stat().st_size > 0
-    # The trained model is saved and reloads as a backbone with the same attention.
-    assert (run_dir / "model" / "embedder.json").exists()
-    assert (run_dir / "train.log").read_text().count("finished e2e") == 1
 
-    # The saved model, reloaded, gives the trained model's embeddings.
+@pytest.mark.slow
+def test_train_writes_one_offline_wandb_run_and_logs_the_finish_once(e2e):
+    wandb_files = list(e2e.run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(wandb_files) == 1 and wandb_files[0].stat().st_size > 0  # the protobuf record file
+    assert (e2e.run_dir / "train.log").read_text().count("finished e2e") == 1
+
+
+@pytest.mark.slow
+def test_train_saved_model_reloads_to_the_trained_embeddings(e2e):
     from study.encode import encode
     from study.inference import eval_builder, load_trained
 
-    embedder, backbone, cfg = load_trained(run_dir)
+    assert (e2e.run_dir / "model" / "embedder.json").exists()
+    embedder, backbone, cfg = load_trained(e2e.run_dir)
     texts = ["The grass is green. Ada's passkey is 12345.", "What is the pass key for Ada?"]
     reloaded = encode(embedder, eval_builder(cfg, backbone), texts, precision="32-true")
-    trained = encode(TRAINED["embedder"], eval_builder(cfg, TRAINED["backbone"]), texts, precision="32-true")
+    trained = encode(e2e.trained["embedder"], eval_builder(cfg, e2e.trained["backbone"]), texts, precision="32-true")
     np.testing.assert_allclose(reloaded, trained, atol=1e-5)
 
 

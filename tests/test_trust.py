@@ -6,6 +6,8 @@ it); the slow ones run real tiny trials in a `study` process (signals, secrets i
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -112,10 +114,15 @@ def test_a_finished_folder_of_the_same_settings_is_reused(tmp_path, monkeypatch)
 # ---------------------------------------------------------------- 9.3 corrupt trial tables
 
 
-def test_a_corrupt_trial_table_neither_fails_other_trials_nor_status_and_rows_are_not_doubled(tmp_path, monkeypatch,
-                                                                                            capsys):
+@pytest.fixture(scope="module")
+def corrupt_table(tmp_path_factory):
+    """A 2-trial sweep whose trial 0 table is broken while trial 1 runs; `study status`; then a stray copy of a
+    cell's table (an attempt that failed after writing it) and `study status` again."""
+    import shutil
+
     from study.sweep import dispatch
 
+    tmp_path = tmp_path_factory.mktemp("corrupt")
     trials = tmp_path / "runs" / "trust" / "trials"
 
     def score(params):
@@ -123,24 +130,40 @@ def test_a_corrupt_trial_table_neither_fails_other_trials_nor_status_and_rows_ar
             (trials / "0" / "results.parquet").write_bytes(b"not a parquet file")
         return 0.5
 
-    monkeypatch.setattr(dispatch.TrialRunner, "_train", fake_run(score))
-    path = write_spec(tmp_path)
-    assert main(["sweep", str(path)]) == 0
-    assert [t.state for t in load(tmp_path).get_trials()] == [TrialState.COMPLETE] * 2
-    capsys.readouterr()
-    monkeypatch.chdir(tmp_path)
-    assert main(["status", "trust"]) == 0
-    assert "COMPLETE 2" in capsys.readouterr().out
-    assert set(pd.read_parquet(tmp_path / "runs" / "trust" / "results.parquet").trial) == {1}
+    r = SimpleNamespace()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(io.StringIO()):
+        mp.setattr(dispatch.TrialRunner, "_train", fake_run(score))
+        mp.chdir(tmp_path)
+        r.sweep_rc = main(["sweep", str(write_spec(tmp_path))])
+        r.states = [t.state for t in load(tmp_path).get_trials()]
+    with contextlib.redirect_stdout(io.StringIO()) as out, pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        r.status_rc = main(["status", "trust"])
+    r.status_out = out.getvalue()
+    r.table_trials = set(pd.read_parquet(tmp_path / "runs" / "trust" / "results.parquet").trial)
 
-    # A stray copy of a cell's table (an attempt that failed after writing it) is not a second row-set.
     (trials / "0" / "results.parquet").write_bytes((trials / "1" / "results.parquet").read_bytes())
-    import shutil
-
     shutil.copytree(trials / "1", trials / "7")
-    assert main(["status", "trust"]) == 0
-    table = pd.read_parquet(tmp_path / "runs" / "trust" / "results.parquet")
-    assert table.groupby("model.pooling").trial.nunique().max() == 1
+    with contextlib.redirect_stdout(io.StringIO()), pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        r.stray_status_rc = main(["status", "trust"])
+    r.stray_table = pd.read_parquet(tmp_path / "runs" / "trust" / "results.parquet")
+    return r
+
+
+def test_a_corrupt_trial_table_does_not_fail_the_other_trials(corrupt_table):
+    assert corrupt_table.sweep_rc == 0
+    assert corrupt_table.states == [TrialState.COMPLETE] * 2
+
+
+def test_status_counts_a_trial_with_a_corrupt_table_but_leaves_its_rows_out(corrupt_table):
+    assert corrupt_table.status_rc == 0 and "COMPLETE 2" in corrupt_table.status_out
+    assert corrupt_table.table_trials == {1}
+
+
+def test_a_stray_copy_of_a_trial_table_is_not_a_second_row_set(corrupt_table):
+    assert corrupt_table.stray_status_rc == 0
+    assert corrupt_table.stray_table.groupby("model.pooling").trial.nunique().max() == 1
 
 
 # ---------------------------------------------------------------- 9.4 truncation

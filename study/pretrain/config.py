@@ -7,7 +7,6 @@ the same settings (and the same corpus) share one pretrained backbone.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ class PretrainConfig:
     # settings, <that name>-<hash8> for any other settings (so defaults are never replaced silently).
     name: Optional[str] = None
     seed: int = 0  # initial weights and data order: the same for both objectives
-    tokens: int = 250_000  # training token budget (sized for `make demo`: ~3 min per backbone on 2 cores) (batch_size x seq_len x steps); see README for timings
+    tokens: int = 250_000  # training token budget (batch_size x seq_len x steps: 61 steps); timings: docs/backbones.md
     seq_len: int = 256
     batch_size: int = 16
     lr: float = 1e-3
@@ -124,6 +123,3 @@ def default_name(cfg: DictConfig, key: str, with_adapt: bool = True) -> str:
     is_default = training_settings(cfg, with_adapt) == training_settings(reference, adapt != "none")
     return base if is_default else f"{base}-{key[:8]}"
 
-
-def field_names() -> list[str]:
-    return [f.name for f in dataclasses.fields(PretrainConfig)]

@@ -5,7 +5,8 @@ with an LM head: AutoModelForCausalLM) from the same seed, read the same blocks 
 same corpus in the same order for the same number of steps, and differ only in the
 loss and the attention direction (proven with the causality probe before training).
 A plain loop: the model is tiny, and Lightning would add seconds per run for nothing
-we use here. bf16 autocast (default) roughly doubles CPU throughput.
+we use here. precision=auto (default) trains in bf16 autocast only where bf16 is native, else in
+fp32: emulated bf16 is slower than fp32 on CPU (study/precision.py).
 """
 
 from __future__ import annotations

@@ -41,12 +41,9 @@ PREFIXES = {
 
 
 def task_names() -> list[str]:
-    """The built-in names (prefixed families are listed by `describe_names`)."""
+    """The built-in names (the prefixed families are in PREFIXES)."""
     return sorted(SYNTHETIC) + list(REAL)
 
-
-def describe_names() -> list[str]:
-    return task_names() + [f"{p}:..." for p in PREFIXES]
 
 
 def _valid() -> str:
@@ -109,5 +106,5 @@ def build_task(name: str, eval_cfg) -> RetrievalTask:
     return load_mteb(arg)
 
 
-__all__ = ["RetrievalTask", "Split", "TaskUnavailable", "build_task", "check_task_names", "describe_names",
+__all__ = ["RetrievalTask", "Split", "TaskUnavailable", "build_task", "check_task_names",
            "parse_task_name", "task_names"]
