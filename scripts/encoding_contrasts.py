@@ -2,7 +2,8 @@
 of a metric under each encoding, and `A - B` differences with 95% bootstrap intervals over queries (the same
 queries on both sides; the runs' training seeds are crossed in when there are several).
 
-    python scripts/encoding_contrasts.py RESULTS... [--metric mrr_at_10] [--pairs chunked:full echo:full]
+    python scripts/encoding_contrasts.py RESULTS... [--metric mrr_at_10] [--pairs chunked-max:full echo:full]
+    python scripts/encoding_contrasts.py RESULTS... --across attention     # bidirectional - causal per encoding
 
 RESULTS are results tables or folders (a study folder, a run folder with its eval-*/ subfolders).
 A run evaluated under several encodings (`study eval runs/<run> model.encoding=...`) contributes one row
@@ -43,22 +44,25 @@ def load(paths: list[str]) -> pd.DataFrame:
     return out.drop_duplicates(["run_id", "encoding", "task", "length", "query_id", "metric"])
 
 
-def contrasts(df: pd.DataFrame, metric: str, pairs: list[tuple[str, str]], n_resamples: int = 2000) -> pd.DataFrame:
-
+def contrasts(df: pd.DataFrame, metric: str, pairs: list[tuple[str, str]], n_resamples: int = 2000,
+              column: str = "encoding") -> pd.DataFrame:
+    """`A - B` over `column` (encoding, or attention with pairs like bidirectional:causal), within each value of
+    the other of the two, task and length."""
+    within = "attention" if column == "encoding" else "encoding"
     rows = df[df.query_id.notna() & (df.metric == metric)]
     out = []
-    for (attention, task, length), g in rows.groupby(["attention", "task", "length"]):
-        means = g.groupby("encoding").value.mean()
+    for (held, task, length), g in rows.groupby([within, "task", "length"]):
+        means = g.groupby(column).value.mean()
         for a, b in pairs:
             if a not in means or b not in means:
                 continue
-            _, _, d = stats.paired_matrix(g, a, b, column="encoding")
+            _, _, d = stats.paired_matrix(g, a, b, column=column)
             lo, hi = stats.percentile_interval(stats.two_way_bootstrap(d, n_resamples))
-            out.append(dict(attention=attention, task=task, length=int(length), contrast=f"{a} - {b}",
-                            a=means[a], b=means[b], diff=d.mean(), ci_low=lo, ci_high=hi,
-                            seeds=len(d.seeds), queries=len(d.units),
-                            visible_a=g[g.encoding == a].answer_visible.astype("Float64").mean(),
-                            visible_b=g[g.encoding == b].answer_visible.astype("Float64").mean()))
+            out.append({within: held, "task": task, "length": int(length), "contrast": f"{a} - {b}",
+                        "a": means[a], "b": means[b], "diff": d.mean(), "ci_low": lo, "ci_high": hi,
+                        "seeds": len(d.seeds), "queries": len(d.units),
+                        "visible_a": g[g[column] == a].answer_visible.astype("Float64").mean(),
+                        "visible_b": g[g[column] == b].answer_visible.astype("Float64").mean()})
     return pd.DataFrame(out)
 
 
@@ -66,10 +70,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("results", nargs="+")
     p.add_argument("--metric", default="mrr_at_10")
-    p.add_argument("--pairs", nargs="+", default=["chunked-mean:full", "chunked-max:full", "echo:full"])
+    p.add_argument("--pairs", nargs="+", help="A:B pairs (default: chunked-mean:full chunked-max:full echo:full, "
+                                               "or bidirectional:causal with --across attention)")
+    p.add_argument("--across", choices=("encoding", "attention"), default="encoding",
+                   help="contrast encodings within each attention (default), or attention within each encoding")
     args = p.parse_args()
+    default = ["bidirectional:causal"] if args.across == "attention" else ["chunked-mean:full", "chunked-max:full",
+                                                                           "echo:full"]
     df = load(args.results)
-    table = contrasts(df, args.metric, [tuple(x.split(":")) for x in args.pairs])
+    table = contrasts(df, args.metric, [tuple(x.split(":")) for x in args.pairs or default], column=args.across)
     pd.set_option("display.width", 200)
     print(table.round(3).to_string(index=False))
 

@@ -75,7 +75,7 @@ def test_bad_shapes_and_empty_masks_raise():
 @pytest.mark.parametrize("backbone", ["tiny-qwen2", "tiny-bert"])
 @pytest.mark.parametrize("attention", ["causal", "bidirectional"])
 def test_layer_hooks_match_output_attentions(backbone, attention):
-    from study.backbones import load_backbone
+    from study.backbones.loading import load_backbone
     from study.config import load_config
 
     cfg = load_config(None, [f"model.backbone={backbone}", f"model.attention={attention}"])
