@@ -17,6 +17,8 @@
     study verify-backbone NAME                      Dream/LLaDA: native load vs their remote code
     study export RUN OUT                            a trained run as a sentence-transformers folder
     study probe [RUN] [key=value ...]               attention distance and context sensitivity of a model
+    study gpu-smoke [--tiny]                        once per GPU machine, under torchrun (scripts/gpu_smoke.sh)
+    study trial-worker [ACCELERATOR]                internal: a follower rank of a multi-device sweep trial
 
 Bad input exits with code 2 and a message naming the key, the value and the
 valid options, before any model is built.

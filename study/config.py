@@ -298,6 +298,35 @@ def load_structured(schema: type, config_file: str | Path | None = None,
     return cfg
 
 
+def structured_mapping(schema: type, raw: dict, where: str) -> DictConfig:
+    """A mapping read by its own loader (a sweep file) through the same schema checks as `load_structured`:
+    unknown keys (not below fields typed Any), wrong types and values outside `choices` are ConfigError, each
+    message starting with `where`."""
+    _check_mapping(raw, schema, where)
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(schema), raw)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{where}: {_type_error_message(e, schema)}") from None
+    try:
+        check_choices(cfg, schema)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return cfg
+
+
+def _check_mapping(raw: Any, schema: type, where: str, prefix: str = "") -> None:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'the file'} must be a mapping, got {raw!r}")
+    known = _schema_fields(schema)
+    for key, value in raw.items():
+        if key not in known:
+            inside = f"in {prefix[:-1]}: " if prefix else ""
+            raise ConfigError(f"{where}: unknown key {inside}{key!r}; valid keys: {', '.join(known)}")
+        default = known[key].default_factory() if callable(known[key].default_factory) else None
+        if dataclasses.is_dataclass(default) and value is not None:
+            _check_mapping(value, type(default), where, f"{prefix}{key}.")
+
+
 def load_config(
     config_file: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),

@@ -33,12 +33,12 @@ def wandb_dir(run_dir: Path) -> Path:
     return path
 
 
-def open_run(cfg: DictConfig, run_dir: Path, run_id: str, name: str, *, job_type: str | None = None,
-             config: dict | None = None, tags: list[str] | tuple = ()):
-    """Open a W&B run: the one place that does, for every producer (train and eval through make_logger,
-    probes, pretraining). `config` defaults to the whole resolved config; files go under run_dir unless
-    WANDB_DIR says otherwise; `finish` closes it."""
-    return wandb.init(
+def run_settings(cfg: DictConfig, run_dir: Path, run_id: str, name: str, *, job_type: str | None = None,
+                 config: dict | None = None, tags: list[str] | tuple = ()) -> dict:
+    """The wandb.init arguments of every run the project opens (train, eval, probes, pretraining): the one place
+    that names project, group, mode, folder and tags. `config` defaults to the whole resolved config; files go
+    under run_dir unless WANDB_DIR says otherwise."""
+    return dict(
         id=run_id,
         name=name,
         project=cfg.wandb.project,
@@ -49,19 +49,23 @@ def open_run(cfg: DictConfig, run_dir: Path, run_id: str, name: str, *, job_type
         config=to_container(cfg) if config is None else config,
         dir=str(wandb_dir(run_dir)),
         mode=wandb_mode(cfg),
-        reinit="create_new",  # several runs in one process (a sweep worker, probes after training)
         settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
     )
 
 
+def open_run(cfg: DictConfig, run_dir: Path, run_id: str, name: str, **kwargs):
+    """Open a W&B run now (probes, pretraining); `finish` closes it."""
+    # reinit: several runs in one process (a sweep worker, probes after training)
+    return wandb.init(**run_settings(cfg, run_dir, run_id, name, **kwargs), reinit="create_new")
+
+
 def make_logger(cfg: DictConfig, run_dir: Path, run_id: str, name: str, extra_config: dict | None = None,
                 tags: list[str] | None = None) -> WandbLogger:
-    """Lightning's WandbLogger around the run `open_run` opened (Lightning then logs into it)."""
-    run = open_run(cfg, run_dir, run_id, name, config={**to_container(cfg), **(extra_config or {})}, tags=tags or ())
-    if getattr(run, "define_metric", None):  # what WandbLogger does for runs it opens itself
-        run.define_metric("trainer/global_step")
-        run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
-    return WandbLogger(experiment=run, save_dir=str(wandb_dir(run_dir)))
+    """Lightning's WandbLogger for train and eval: it opens the run with `run_settings` when it first logs."""
+    settings = run_settings(cfg, run_dir, run_id, name, config={**to_container(cfg), **(extra_config or {})},
+                            tags=tags or ())
+    # explicit save_dir: WandbLogger's default '.' would override WANDB_DIR
+    return WandbLogger(save_dir=settings.pop("dir"), **settings)
 
 
 def finish(run, run_dir: Path, summary: dict | None = None, tables: dict | None = None,

@@ -29,11 +29,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from study.config import load_config, load_yaml, schema_node
+from study.config import choice, load_config, load_yaml, schema_node, structured_mapping
 from study.errors import ConfigError
 from study.evaluate import METRICS
 
@@ -41,19 +41,46 @@ SAMPLERS = ("grid", "tpe", "random")
 PARAM_TYPES = ("categorical", "int", "float")
 PRUNERS = ("median", "threshold", "none")
 DIRECTIONS = ("maximize", "minimize")
-TOP_KEYS = ("name", "description", "recipe", "base", "space", "sampler", "seeds", "objective", "pruner", "n_trials",
-            "heartbeat")
 PARAM_KEYS = {"categorical": ("type", "choices"), "int": ("type", "low", "high", "step", "log"),
               "float": ("type", "low", "high", "step", "log")}
 PRUNER_KEYS = {"median": ("type", "n_startup_trials", "n_warmup_steps"),
                "threshold": ("type", "lower", "upper", "n_warmup_steps"), "none": ("type",)}
-HEARTBEAT_KEYS = ("interval", "grace_period", "max_retries")
 # Keys the sweep itself sets for every trial; sweeping them would break the study layout.
 RESERVED = ("seed", "run_name", "output_dir", "wandb.group", "wandb.job_type")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 PAIRED_AXIS = "model.attention"  # the contrast the default study is about: its pairs are queued together
 # A worker's processes (study/trial_group.py) are fixed for its lifetime: these go in base, not in space.
 PER_WORKER = ("trainer.devices", "trainer.num_nodes", "trainer.accelerator")
+
+
+@dataclass
+class Objective:
+    metric: str = "average/ndcg_at_1"  # checked against what the runs report (valid_metrics)
+    direction: str = choice("maximize", DIRECTIONS)
+
+
+@dataclass
+class Heartbeat:  # crash detection on RDB storage
+    interval: int = 30
+    grace_period: Optional[int] = None  # default: 4 x interval
+    max_retries: int = 2
+
+
+@dataclass
+class SweepFile:
+    """The keys of a sweep file, read with the config schema checks (config.structured_mapping); the fields typed
+    Any have their own grammar below (base: config keys, space: distributions, pruner: by type)."""
+    name: Any = None
+    description: Optional[str] = ""
+    recipe: Any = None
+    base: Any = None
+    space: Any = None
+    sampler: str = choice("grid", SAMPLERS)
+    seeds: Any = field(default_factory=lambda: [0])
+    objective: Objective = field(default_factory=Objective)
+    pruner: Any = None
+    n_trials: Any = None
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
 
 
 @dataclass(frozen=True)
@@ -266,8 +293,10 @@ def load_spec(path: str | Path, validate_backbones: bool = True) -> SweepSpec:
 
 
 def parse_spec(raw: dict, path: str = "<spec>", validate_backbones: bool = True) -> SweepSpec:
-    _check_keys("", raw, TOP_KEYS, path)
-    name = raw.get("name")
+    # `objective:` or `heartbeat:` left empty means their defaults
+    raw = {k: v for k, v in raw.items() if not (k in ("objective", "heartbeat") and v is None)}
+    top = structured_mapping(SweepFile, raw, f"sweep {path}")
+    name = top.name
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise _fail(path, f"name={name!r} must be a folder-safe name (letters, digits, . _ + -)")
     base = {**_recipe(raw.get("recipe"), path), **_parse_base(raw.get("base"), path)}
@@ -276,32 +305,20 @@ def parse_spec(raw: dict, path: str = "<spec>", validate_backbones: bool = True)
         raise _fail(path, f"space must map config keys to distributions, got {space_raw!r}")
     space = {key: _parse_param(key, p, path) for key, p in _flatten_space(space_raw).items()}
 
-    sampler = raw.get("sampler", "grid")
-    if sampler not in SAMPLERS:
-        raise _fail(path, f"sampler={sampler!r} is not valid; choose one of: {', '.join(SAMPLERS)}")
+    sampler = top.sampler
     seeds = raw.get("seeds", [0])
     if (not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) != len(seeds)
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise _fail(path, f"seeds={seeds!r} must be a non-empty list of distinct integers")
-    objective = raw.get("objective") or {}
-    if not isinstance(objective, dict):
-        raise _fail(path, f"objective={objective!r} must be a mapping with metric and direction")
-    _check_keys("in objective: ", objective, ("metric", "direction"), path)
-    metric = objective.get("metric", "average/ndcg_at_1")
-    direction = objective.get("direction", "maximize")
-    if direction not in DIRECTIONS:
-        raise _fail(path, f"objective.direction={direction!r} is not valid; choose one of: {', '.join(DIRECTIONS)}")
+    metric, direction = top.objective.metric, top.objective.direction
     pruner = raw.get("pruner") or {"type": "none"}
     if not isinstance(pruner, dict) or pruner.get("type") not in PRUNERS:
         got = pruner.get("type") if isinstance(pruner, dict) else pruner
         raise _fail(path, f"pruner.type={got!r} is not valid; choose one of: {', '.join(PRUNERS)}")
     _check_keys("in pruner: ", pruner, PRUNER_KEYS[pruner["type"]], path)
     n_trials = raw.get("n_trials")
-    heartbeat = raw.get("heartbeat") or {}
-    _check_keys("in heartbeat: ", heartbeat, HEARTBEAT_KEYS, path)
-    interval = _number(path, "heartbeat.interval", heartbeat.get("interval", 30), int)
-    grace = _number(path, "heartbeat.grace_period", heartbeat.get("grace_period", 4 * interval), int)
-    retries = _number(path, "heartbeat.max_retries", heartbeat.get("max_retries", 2), int)
+    interval, retries = top.heartbeat.interval, top.heartbeat.max_retries
+    grace = 4 * interval if top.heartbeat.grace_period is None else top.heartbeat.grace_period
     if interval < 1 or grace <= interval or retries < 0:
         raise _fail(path, f"heartbeat: need interval >= 1, grace_period > interval and max_retries >= 0 "
                           f"(got {interval}, {grace}, {retries})")
