@@ -133,7 +133,7 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from study.sweep import run_sweep
+    from study.sweep.dispatch import run_sweep
 
     _check_flags(args, "--workers")
     if args.plan:  # the cost of the whole grid; nothing is created

@@ -21,7 +21,7 @@ from pathlib import Path
 from study.config import load_config
 from study.pretrain import load_pretrain_config, pretrain
 from study.run_eval import run_eval
-from study.sweep import run_sweep
+from study.sweep.dispatch import run_sweep
 from study.sweep.spec import SweepSpec, dotlist, load_spec, trial_cell
 from study.sweep.status import load_study, status_url
 from study.tasks import build_task

@@ -269,7 +269,7 @@ def test_a_cell_queued_twice_runs_once(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_tpe_pruning_marks_trials_pruned_in_storage_and_wandb(tmp_path):
-    from study.sweep import run_sweep
+    from study.sweep.dispatch import run_sweep
 
     path = write_spec(
         tmp_path, name="prune", sampler="tpe", n_trials=2,

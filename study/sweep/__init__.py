@@ -7,10 +7,6 @@
 
 Layout of a study: runs/<study>/optuna.db (default storage), sweep.yaml (the spec),
 trials/<n>/ (one run folder per trial) and results.parquet (the union of finished trials).
+
+Nothing is imported here: `study.sweep.storage` (read by every command for secrets) stays light.
 """
-
-from study.sweep.dispatch import run_sweep
-from study.sweep.spec import SweepSpec, load_spec
-from study.sweep.status import print_status
-
-__all__ = ["SweepSpec", "load_spec", "print_status", "run_sweep"]
