@@ -95,17 +95,19 @@ def test_modernbert_in_decoder_class_computes_the_encoder(impl, side, fake_token
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+def reach(model, src: int, dst: int) -> bool:
+    """Whether changing token `src` changes the final state at `dst` (12 random tokens, no padding)."""
+    ids = torch.randint(10, 500, (1, 12), generator=torch.Generator().manual_seed(3))
+    changed = ids.clone()
+    changed[0, src] = (ids[0, src] + 7) % 490 + 10
+    with torch.no_grad():
+        h = model(input_ids=torch.cat([ids, changed]), attention_mask=torch.ones(2, 12, dtype=torch.long))[0]
+    return (h[0, dst] - h[1, dst]).abs().max().item() > 1e-5
+
+
 def test_modernbert_local_window_is_the_encoders_in_both_directions(fake_tokenizer):
     """One local layer, local_attention=8: bidirectional sees 4 tokens each side (position 0 is reached from
     position 4, not 5); causal, as the Ettin decoders, 4 tokens up to itself (position 8 from 5, not 4)."""
-    def reach(model, src, dst):
-        ids = torch.randint(10, 500, (1, 12), generator=torch.Generator().manual_seed(3))
-        changed = ids.clone()
-        changed[0, src] = (ids[0, src] + 7) % 490 + 10
-        with torch.no_grad():
-            h = model(input_ids=torch.cat([ids, changed]), attention_mask=torch.ones(2, 12, dtype=torch.long))[0]
-        return (h[0, dst] - h[1, dst]).abs().max().item() > 1e-5
-
     one_local = dict(num_hidden_layers=1, layer_types=["sliding_attention"])
     bidir = build("modernbert", "bidirectional", "sdpa", fake_tokenizer, **one_local)
     assert reach(bidir, 4, 0) and not reach(bidir, 5, 0)
@@ -116,14 +118,6 @@ def test_modernbert_local_window_is_the_encoders_in_both_directions(fake_tokeniz
 def test_embeddinggemma_window_native_when_bidirectional_and_restored_when_causal(fake_tokenizer):
     """EmbeddingGemma's flag halves the checkpoint's window (8 -> |i-j| < 5). Bidirectional keeps exactly that
     (is_causal=False would add a second, one-token-wider overlay); causal turns the flag off and looks back 8."""
-    def reach(model, src, dst):
-        ids = torch.randint(10, 500, (1, 12), generator=torch.Generator().manual_seed(3))
-        changed = ids.clone()
-        changed[0, src] = (ids[0, src] + 7) % 490 + 10
-        with torch.no_grad():
-            h = model(input_ids=torch.cat([ids, changed]), attention_mask=torch.ones(2, 12, dtype=torch.long))[0]
-        return (h[0, dst] - h[1, dst]).abs().max().item() > 1e-5
-
     one_local = dict(num_hidden_layers=1, layer_types=["sliding_attention"])
     bidir = build("embeddinggemma", "bidirectional", "sdpa", fake_tokenizer, **one_local)
     assert bidir.config.use_bidirectional_attention and bidir.config.sliding_window == 5
