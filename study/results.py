@@ -54,6 +54,8 @@ DTYPES = {
     "answer_visible": "boolean",
 }
 TABLE = "results.parquet"
+# The W&B pointer, written once the run's W&B record has closed: with TABLE, the mark of a finished run.
+POINTER = "wandb.json"
 # The ablation columns and the config keys (CLI, sweep spaces, Optuna params, W&B config) they hold.
 ABLATION_KEYS = {"backbone": "model.backbone", "encoding": "model.encoding", "attention": "model.attention",
                  "pooling": "model.pooling", "seed": "seed"}

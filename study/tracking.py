@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from study.config import to_container
 from study.interrupts import from_exception
-from study.results import TABLE
+from study.results import POINTER, TABLE
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,9 @@ def make_logger(cfg: DictConfig, run_dir: Path, run_id: str, name: str, extra_co
 
 def finish(run, run_dir: Path, summary: dict | None = None, tables: dict | None = None,
            exit_code: int = 0, extra_tags: list[str] | None = None, results_file: Path | None = None,
-           pointer_file: str | None = "wandb.json") -> None:
-    """Write final metrics, a pointer file next to the results, and close the run (a W&B run from `open_run`,
-    or the WandbLogger from `make_logger`).
+           pointer_file: str | None = POINTER) -> None:
+    """Write final metrics, close the run (a W&B run from `open_run`, or the WandbLogger from `make_logger`),
+    then write a pointer file next to the results.
 
     `results_file` (the run's results.parquet) is logged as an artifact of type `results`, so the
     analysis can rebuild per-query rows -- and so intervals over queries -- from W&B alone.
@@ -97,9 +97,11 @@ def finish(run, run_dir: Path, summary: dict | None = None, tables: dict | None 
         "mode": wandb_mode_of(run),
         "dir": str(Path(run.dir).parent) if run.dir else None,
     }
+    run.finish(exit_code=exit_code)
+    # Written after the run has closed (its .wandb file flushed), so a pointer means a complete W&B record:
+    # a sweep adopts a dead trial's folder only when it has one (sweep/dispatch.finished_scores).
     if pointer_file:  # None for runs that share a run folder with its own W&B run (probes)
         (run_dir / pointer_file).write_text(json.dumps(pointer, indent=2))
-    run.finish(exit_code=exit_code)
 
 
 def finish_with_results(logger: WandbLogger, run_dir: Path, table, metrics: dict, step: int = 0) -> None:

@@ -252,7 +252,7 @@ def train_and_evaluate(
         except BaseException as e:
             finish_failed(logger, run_dir, e)
             raise
-    write_table(table, run_dir / TABLE)  # written last: its presence marks a finished run
+    write_table(table, run_dir / TABLE)  # with POINTER (written once W&B has closed), marks a finished run
     metrics = {f"eval/{k}": v for k, v in scores.items()}
     metrics.update({"time/train_seconds": train_seconds, "time/eval_seconds": eval_seconds})
     finish_with_results(logger, run_dir, table, metrics, step=trainer.global_step)

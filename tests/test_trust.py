@@ -34,9 +34,10 @@ def write_spec(tmp_path: Path, name: str = "trust", **changes) -> Path:
     return write_sweep_spec(tmp_path, name, TINY_BASE, **{"space": POOLING, **changes})
 
 
-def fake_run(score_of, calls: list | None = None, wandb_run: bool = False):
-    """A stand-in for TrialRunner._train: writes what a finished run folder holds (config.yaml, results.parquet,
-    optionally an offline W&B folder and wandb.json) and returns its RunResult."""
+def fake_run(score_of, calls: list | None = None, wandb_run: bool = False, closed: bool = True):
+    """A stand-in for TrialRunner._train: writes what a finished run folder holds (config.yaml, optionally an
+    offline W&B folder, results.parquet, then wandb.json unless `closed` is False: a worker killed before its
+    W&B run closed) and returns its RunResult."""
     from study.config import load_config, save_config
     from study.results import make_table, write_table
     from study.sweep.spec import dotlist
@@ -53,14 +54,14 @@ def fake_run(score_of, calls: list | None = None, wandb_run: bool = False):
         if wandb_run:
             (run_dir / "wandb" / f"offline-run-20261202_000000-{run_id}" / "files").mkdir(parents=True)
         value = score_of(params)  # may raise: a failing trial
-        if wandb_run:
-            (run_dir / "wandb.json").write_text(json.dumps({"run_id": run_id, "mode": "offline"}))
         rows = [{"task": "passkey", "length": None, "metric": "ndcg_at_1", "value": value, "query_id": None,
                  "depth_bucket": None}]
         table = make_table(rows, {"study": self.sweep.name, "trial": trial.number, "seed": params["seed"],
                                   "pooling": params["model.pooling"]},
                            {"model.pooling": params["model.pooling"]})
         write_table(table, run_dir / "results.parquet")
+        if closed:
+            (run_dir / "wandb.json").write_text(json.dumps({"run_id": run_id, "mode": "offline" if wandb_run else "disabled"}))
         return RunResult(run_dir, "x", run_id, {"average/ndcg_at_1": value, "passkey/ndcg_at_1": value}, table)
 
     return _train
@@ -109,6 +110,24 @@ def test_a_finished_folder_of_the_same_settings_is_reused(tmp_path, monkeypatch)
     assert main(["sweep", str(path)]) == 0
     assert len(calls) == 2  # same order, same settings: the finished folders are taken over, nothing retrains
     assert all(t.user_attrs.get("reused_results") for t in load(tmp_path).get_trials())
+
+
+def test_a_folder_whose_wandb_run_never_closed_is_retrained_not_reused(tmp_path, monkeypatch):
+    """Killed after writing results.parquet but before W&B closed: the folder is not a finished run."""
+    from study.sweep import dispatch
+
+    calls = []
+    monkeypatch.setattr(dispatch.TrialRunner, "_train", fake_run(lambda p: 0.5, calls, closed=False))
+    path = write_spec(tmp_path)
+    assert main(["sweep", str(path)]) == 0
+    (tmp_path / "runs" / "trust" / "optuna.db").unlink()
+    monkeypatch.setattr(dispatch.TrialRunner, "_train", fake_run(lambda p: 0.5, calls))
+    assert main(["sweep", str(path)]) == 0
+    assert len(calls) == 4  # both cells trained again
+    assert not any(t.user_attrs.get("reused_results") for t in load(tmp_path).get_trials())
+    trials = tmp_path / "runs" / "trust" / "trials"
+    assert sorted(p.name.split(".")[0] for p in trials.iterdir() if ".stale-" in p.name) == ["0", "1"]
+    assert all((trials / n / "wandb.json").is_file() for n in ("0", "1"))
 
 
 # ---------------------------------------------------------------- 9.3 corrupt trial tables

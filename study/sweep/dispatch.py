@@ -44,7 +44,7 @@ from study.errors import ConfigError
 from study.evaluate import summary
 from study.launch import detect as detect_launch
 from study.paths import writable_dir
-from study.results import TABLE, swept_columns, write_table
+from study.results import POINTER, TABLE, swept_columns, write_table
 from study.sweep.pruning import GroupPruning
 from study.sweep.spec import NAME, SweepSpec, cell_key, dotlist, load_spec, trial_cell
 from study.sweep.status import print_status, rebuild_study_table
@@ -310,8 +310,11 @@ def same_settings(run_dir: Path, cfg) -> bool:
 
 
 def finished_scores(run_dir: Path, cfg) -> dict | None:
-    """The summary of a finished run folder of these settings; None if unfinished, unreadable or other settings."""
-    if not (run_dir / TABLE).is_file() or not same_settings(run_dir, cfg):
+    """The summary of a finished run folder of these settings; None if unfinished, unreadable or other settings.
+
+    Finished means both records are whole: the results table, and the W&B pointer that tracking.finish writes
+    only after the W&B run has closed (a worker killed between the two leaves a run W&B never recorded)."""
+    if not (run_dir / TABLE).is_file() or not (run_dir / POINTER).is_file() or not same_settings(run_dir, cfg):
         return None
     try:
         return summary_of(_read_table(run_dir))

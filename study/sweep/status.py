@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from study.errors import ConfigError
-from study.results import TABLE, union_table
+from study.results import POINTER, TABLE, union_table
 from study.sweep.spec import trial_cell
 from study.sweep.storage import default_url, mask_url, open_storage
 
@@ -132,7 +132,7 @@ def _run_wandb_dirs(run_dir: Path) -> list[Path]:
     import json
 
     try:
-        pointer = json.loads((run_dir / "wandb.json").read_text())
+        pointer = json.loads((run_dir / POINTER).read_text())
     except (OSError, ValueError):
         return []
     if pointer.get("mode") != "offline" or not pointer.get("run_id"):
