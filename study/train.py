@@ -195,21 +195,25 @@ def train_and_evaluate(
     run_dir = prepare_outputs(cfg, run_dir)
     run_name = cfg.run_name or run_dir.name
     run_id = (identity or {}).get("run_id") or uuid.uuid4().hex[:8]
-    log.info("backbone %s (%s, %s attention, %s params), pooling=%s", cfg.model.backbone,
-             backbone.info["model_type"], cfg.model.attention, f"{backbone.info['params']:,}", cfg.model.pooling)
+    precision = resolve_precision(cfg.trainer.precision, training_device(cfg.trainer.accelerator))
+    # The resolved precision, not `auto`: train and eval seconds are only comparable within one precision.
+    log.info("backbone %s (%s, %s attention, %s params), pooling=%s, precision=%s", cfg.model.backbone,
+             backbone.info["model_type"], cfg.model.attention, f"{backbone.info['params']:,}", cfg.model.pooling,
+             precision)
     module = ContrastiveModule(
         embedder,
         InfoNCE(cfg.loss.temperature, gather=cfg.loss.gather_across_processes),
         optimizer_factory(cfg.optim, cfg.trainer.max_steps),
     )
-    logger = run_logger(cfg, run_dir, run_id, run_name, {"backbone_info": backbone.info, **(identity or {})},
+    logger = run_logger(cfg, run_dir, run_id, run_name,
+                        {"backbone_info": backbone.info, "precision_used": precision, **(identity or {})},
                         wandb_tags)
     trainer = pl.Trainer(
         max_steps=cfg.trainer.max_steps,
         accelerator=cfg.trainer.accelerator,
         strategy=cfg.trainer.strategy,
         **placement(cfg.trainer),  # devices, num_nodes, cluster plugin: from torchrun/srun when they launched us
-        precision=resolve_precision(cfg.trainer.precision, training_device(cfg.trainer.accelerator)),
+        precision=precision,
         accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
         gradient_clip_val=cfg.trainer.gradient_clip_val or None,
         val_check_interval=min(cfg.trainer.val_check_interval, cfg.trainer.max_steps * cfg.trainer.accumulate_grad_batches),

@@ -90,6 +90,17 @@ def test_train_writes_one_offline_wandb_run_and_logs_the_finish_once(e2e):
 
 
 @pytest.mark.slow
+def test_train_log_names_the_precision_that_ran_not_auto(e2e):
+    from omegaconf import OmegaConf
+
+    from study.precision import resolve_precision
+
+    cfg = OmegaConf.load(e2e.run_dir / "config.yaml")
+    ran = resolve_precision(cfg.trainer.precision, "cpu")
+    assert ran != "auto" and f"precision={ran}" in (e2e.run_dir / "train.log").read_text()
+
+
+@pytest.mark.slow
 def test_train_saved_model_reloads_to_the_trained_embeddings(e2e):
     from study.encode import encode
     from study.inference import eval_builder, load_trained
