@@ -31,7 +31,7 @@ from analysis.plots import save_figure
 from study.config import load_config
 from study.errors import ConfigError
 from study.evaluate import MEASURES
-from study.results import write_table
+from study.results import POINTER, write_table
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def log_to_wandb(out_dir: Path, project: str, group: str | None, name: str, enti
     pointer = {"run_id": run.id, "name": run.name, "project": run.project, "group": group, "mode": mode,
                "dir": str(Path(run.dir).parent) if run.dir else None}
     run.finish()
-    (out_dir / "wandb.json").write_text(json.dumps(pointer, indent=2))
+    (out_dir / POINTER).write_text(json.dumps(pointer, indent=2))
     return pointer
 
 

@@ -89,6 +89,7 @@ def cmd_train(args) -> int:
     from study.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    from study.results import POINTER, TABLE
     from study.train import train_and_evaluate
 
     result = train_and_evaluate(cfg)
@@ -96,9 +97,9 @@ def cmd_train(args) -> int:
         return 0
     print_scores(result.table)
     print(f"\nrun folder: {result.run_dir}")
-    print(f"  results:  {result.run_dir / 'results.parquet'}")
+    print(f"  results:  {result.run_dir / TABLE}")
     print(f"  config:   {result.run_dir / 'config.yaml'}")
-    print(f"  W&B:      {result.run_dir / 'wandb.json'} (offline runs upload with `wandb sync <dir>`)")
+    print(f"  W&B:      {result.run_dir / POINTER} (offline runs upload with `wandb sync <dir>`)")
     return 0
 
 
@@ -154,6 +155,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from study.results import POINTER, TABLE
     from study.run_eval import run_eval
 
     targets = [a for a in args.args if "=" not in a]
@@ -162,8 +164,8 @@ def cmd_eval(args) -> int:
     result = run_eval(targets[0] if targets else None, [a for a in args.args if "=" in a], args.config)
     print_scores(result.table)
     print(f"\nevaluation folder: {result.eval_dir}")
-    print(f"  results:  {result.eval_dir / 'results.parquet'}")
-    print(f"  W&B:      {result.eval_dir / 'wandb.json'} (job_type eval)")
+    print(f"  results:  {result.eval_dir / TABLE}")
+    print(f"  W&B:      {result.eval_dir / POINTER} (job_type eval)")
     return 0
 
 

@@ -23,10 +23,10 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """All processes' rows concatenated in rank order, and this rank's offset.
 
     Every rank must hold the same number of rows (DDP's even sampler gives that).
-    torch.distributed.nn.all_gather, used before, is deprecated, and with gloo a
-    process that had called it aborted at interpreter exit in about 1 run of 5
-    ("terminate called without an active exception", torch 2.13); the functional
-    collective that torch points to did not, in 40 runs.
+    This is the functional collective torch's deprecation of
+    torch.distributed.nn.all_gather points to. With gloo, torch 2.13 can still abort
+    at interpreter exit after either one ("terminate called without an active
+    exception"): see tests/test_losses.py.
     """
     if not _distributed():
         return x, 0
